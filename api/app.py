@@ -1,0 +1,107 @@
+"""`create_app(config, redis_url)`: the FastAPI facade, its routes, errors and lifespan."""
+
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from api.auth import MasterKeyAuth
+from api.chat import chat_completions
+from api.errors import GatewayError, InvalidRequest, NotFound, Unavailable
+from api.health import health, liveliness, readiness
+from api.models import list_models
+from api.state import Gateway
+from broker.connection import connect
+from broker.errors import BrokerUnavailable
+from broker.keys import Keys
+from broker.replies import ReplyDispatcher
+from config import GatewayConfig
+
+log = logging.getLogger("inferq.api")
+
+
+def create_app(config: GatewayConfig, redis_url: str) -> FastAPI:
+    """Build the API; Redis connections and the reply subscription are made in its lifespan."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        keys = Keys(config.fabric.key_prefix)
+        redis = connect(redis_url, max_connections=128)
+        listener = connect(redis_url, max_connections=2, blocking_reads=True)
+        dispatcher = ReplyDispatcher(listener, keys.reply(secrets.token_hex(8)))
+        await dispatcher.start()
+        if not dispatcher.ready:
+            log.warning(
+                "Redis at %s is not answering yet; requests get 503 until it does",
+                _safe_url(redis_url),
+            )
+        app.state.gateway = Gateway(config, redis, keys, dispatcher)
+        try:
+            yield
+        finally:
+            await dispatcher.stop()
+            await redis.aclose()
+            await listener.aclose()
+
+    if not config.master_key:
+        log.warning(
+            "NO MASTER KEY CONFIGURED: every route is open to anyone who can reach this port. "
+            "Set general_settings.master_key."
+        )
+    app = FastAPI(title="inferq", lifespan=lifespan, docs_url=None, redoc_url=None)
+    for prefix in ("/v1", ""):
+        app.add_api_route(f"{prefix}/chat/completions", chat_completions, methods=["POST"])
+        app.add_api_route(f"{prefix}/models", list_models, methods=["GET"])
+    app.add_api_route("/health", health, methods=["GET"])
+    app.add_api_route("/health/liveliness", liveliness, methods=["GET"])
+    app.add_api_route("/health/liveness", liveliness, methods=["GET"])
+    app.add_api_route("/health/readiness", readiness, methods=["GET"])
+    app.add_exception_handler(GatewayError, _gateway_error)
+    app.add_exception_handler(BrokerUnavailable, _broker_unavailable)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_middleware(MasterKeyAuth, master_key=config.master_key)
+    return app
+
+
+async def _gateway_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, GatewayError)
+    return exc.response()
+
+
+async def _broker_unavailable(request: Request, exc: Exception) -> Response:
+    return Unavailable("The queue is unreachable (Redis is down); retry shortly.").response()
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+    param = ".".join(str(p) for p in first["loc"] if p != "body")
+    return InvalidRequest(f"Invalid request: {param}: {first['msg']}", param=param).response()
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        return NotFound(f"No route {request.method} {request.url.path}").response()
+    if exc.status_code == 405:
+        return GatewayError(
+            f"Method {request.method} not allowed on {request.url.path}",
+            status=405,
+            type="invalid_request_error",
+        ).response()
+    return GatewayError(str(exc.detail), status=exc.status_code).response()
+
+
+def _safe_url(url: str) -> str:
+    """A Redis URL without its password, for logs."""
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        rest = "***@" + rest.split("@", 1)[1]
+    return scheme + sep + rest

@@ -1,0 +1,184 @@
+"""`POST /v1/chat/completions`: validate, enqueue on the group's stream, relay the replies."""
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+from sse_starlette import EventSourceResponse
+from starlette.requests import Request
+from starlette.responses import Response
+
+from api.errors import GatewayTimeout, InvalidRequest, Unavailable, UpstreamError
+from api.replies import DONE_EVENT, ChunkEncoder, completion_body, error_body, route_headers
+from api.schemas import ChatCompletionRequest
+from api.state import Gateway, gateway
+from broker.errors import BrokerUnavailable, ReplyLost
+from broker.messages import Job, Reply, ReplyKind
+from broker.queue import enqueue
+from broker.replies import ReplyStream
+
+log = logging.getLogger("inferq.api")
+
+# Request fields that steer the gateway (LiteLLM's, mostly) and never reach a backend.
+# `api_base`/`api_key`/`base_url` in particular must not let a client redirect a deployment.
+GATEWAY_FIELDS = frozenset(
+    {
+        "model",
+        "stream",
+        "timeout",
+        "stream_timeout",
+        "num_retries",
+        "fallbacks",
+        "disable_fallbacks",
+        "context_window_fallback_dict",
+        "cache",
+        "caching",
+        "metadata",
+        "mock_response",
+        "api_key",
+        "api_base",
+        "base_url",
+        "api_version",
+    }
+)
+
+# Extra wait past a job's deadline, so the worker's own timeout error arrives first.
+_GRACE = 1.0
+
+
+async def chat_completions(request: Request) -> Response:
+    """Serve one chat completion through the queue."""
+    gw = gateway(request)
+    data = _parse_body(await request.body())
+    try:
+        req = ChatCompletionRequest.model_validate(data)
+    except ValidationError as exc:
+        raise _invalid(exc) from None
+    job = _make_job(gw, req, data)
+    replies = await _submit(gw, job)
+    try:
+        first = await _next(replies, job)
+    except BaseException:
+        gw.dispatcher.close(job.id)
+        raise
+    if first.kind is ReplyKind.ERROR:
+        gw.dispatcher.close(job.id)
+        raise _upstream(first)
+    headers = route_headers(job, first)
+    if not job.stream:
+        gw.dispatcher.close(job.id)
+        return Response(completion_body(job, first), media_type="application/json", headers=headers)
+    return EventSourceResponse(
+        _events(gw, job, replies, first),
+        headers=headers,
+        ping=15,
+        sep="\n",
+    )
+
+
+def _parse_body(raw: bytes) -> dict[str, Any]:
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    return data
+
+
+def _invalid(exc: ValidationError) -> InvalidRequest:
+    err = exc.errors()[0]
+    param = ".".join(str(p) for p in err["loc"])
+    message = "missing required field" if err["type"] == "missing" else err["msg"]
+    return InvalidRequest(f"Invalid request: {param}: {message}", param=param or None)
+
+
+def _make_job(gw: Gateway, req: ChatCompletionRequest, data: dict[str, Any]) -> Job:
+    route = gw.config.route(req.model)
+    if route is None:
+        available = ", ".join(gw.config.public_models())
+        raise InvalidRequest(
+            f"Invalid model name passed in model={req.model}. Available models: {available}",
+            param="model",
+            code="model_not_found",
+        )
+    now = time.time()
+    timeout = req.timeout or gw.config.router.timeout or gw.config.fabric.default_timeout
+    return Job(
+        id=secrets.token_hex(12),
+        model=req.model,
+        group=route.chain[0],
+        fallbacks=list(route.chain[1:]),
+        body={k: v for k, v in data.items() if k not in GATEWAY_FIELDS},
+        stream=req.stream,
+        include_usage=bool(req.stream_options and req.stream_options.include_usage),
+        reply_to=gw.dispatcher.channel,
+        created=now,
+        deadline=now + timeout,
+    )
+
+
+async def _submit(gw: Gateway, job: Job) -> ReplyStream:
+    """Listen for the job's replies, then enqueue it (never the other way round)."""
+    if not gw.dispatcher.ready:
+        raise Unavailable("The queue is unreachable (Redis is down); retry shortly.")
+    replies = gw.dispatcher.open(job.id)
+    try:
+        await enqueue(gw.redis, gw.keys, job)
+    except BrokerUnavailable:
+        gw.dispatcher.close(job.id)
+        raise Unavailable("The queue is unreachable (Redis is down); retry shortly.") from None
+    return replies
+
+
+async def _next(replies: ReplyStream, job: Job) -> Reply:
+    try:
+        async with asyncio.timeout(job.deadline + _GRACE - time.time()):
+            return await replies.next()
+    except TimeoutError:
+        raise GatewayTimeout(
+            f"No answer from model group {job.group} before the request's deadline.",
+            code="timeout",
+        ) from None
+    except ReplyLost as exc:
+        raise UpstreamError(f"The answer was interrupted: {exc}", status=502) from None
+
+
+def _upstream(reply: Reply) -> UpstreamError:
+    assert reply.error is not None
+    e = reply.error
+    return UpstreamError(e.message, status=e.status, type=e.type, code=e.code, param=e.param)
+
+
+async def _events(
+    gw: Gateway, job: Job, replies: ReplyStream, first: Reply
+) -> AsyncIterator[bytes]:
+    """SSE events until the terminal reply; a stream always ends in [DONE] or an error event."""
+    encoder = ChunkEncoder(job)
+    reply = first
+    try:
+        while True:
+            if reply.kind is ReplyKind.DELTA:
+                for choices in reply.chunks or ():
+                    yield encoder.choices(choices)
+            elif reply.kind is ReplyKind.DONE:
+                if job.include_usage and reply.usage:
+                    yield encoder.usage(reply.usage)
+                yield DONE_EVENT
+                return
+            else:
+                assert reply.error is not None
+                yield encoder.error(error_body(reply.error))
+                return
+            try:
+                reply = await _next(replies, job)
+            except (GatewayTimeout, UpstreamError) as exc:
+                yield encoder.error(exc.body())
+                return
+    finally:
+        gw.dispatcher.close(job.id)

@@ -1,0 +1,22 @@
+"""Run the API under uvicorn (uvloop + httptools: the hot path is HTTP parsing)."""
+
+import uvicorn
+
+from api.app import create_app
+from config import GatewayConfig
+
+
+def run(config: GatewayConfig, redis_url: str, host: str, port: int, log_level: str) -> None:
+    """Serve until SIGTERM/SIGINT; uvicorn lets in-flight responses finish first."""
+    app = create_app(config, redis_url)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level=log_level.lower(),
+        timeout_graceful_shutdown=30,
+        server_header=False,
+    )

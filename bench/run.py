@@ -1,0 +1,199 @@
+"""`make bench`: the same load sent straight to a fake backend and through inferq, in one run.
+
+The fake backend and the load generator share core 0; inferq's API, worker and Redis share core 1
+(taskset), so every figure is "inferq on one core". Prints added latency, added time to first
+token, and throughput, against the targets of issue 2.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from inferq.local import EmbeddedRedis, free_port, port_open
+
+KEY = "sk-bench"
+CLIENT_CPU, FABRIC_CPU = "0", "1"
+
+CONFIG = """
+model_list:
+  - model_name: bench
+    litellm_params:
+      model: openai/bench-model
+      api_base: http://127.0.0.1:{backend}/v1
+      api_key: dummy
+      max_parallel_requests: 64
+general_settings:
+  master_key: {key}
+inferq_settings:
+  key_prefix: bench
+  queue_limit: 100000
+"""
+
+TARGETS = {
+    "added_latency_p50_ms": ("<=", 3.0),
+    "added_ttft_p50_ms": ("<=", 3.0),
+    "requests_per_s_c32": (">=", 500.0),
+    "streams_per_s_c32": (">=", 100.0),
+}
+
+
+def pinned(cpu: str, *cmd: str) -> list[str]:
+    """`cmd` pinned to one CPU when taskset exists (it does on Debian)."""
+    return ["taskset", "-c", cpu, *cmd] if _has_taskset() else list(cmd)
+
+
+def _has_taskset() -> bool:
+    return subprocess.run(["which", "taskset"], capture_output=True).returncode == 0
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + 30
+    while not port_open("127.0.0.1", port):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"{what} did not start")
+        time.sleep(0.1)
+
+
+def load(url: str, *, stream: bool, concurrency: int, duration: float, requests: int,
+         tokens: int, key: str) -> dict[str, list[float] | float | list[str]]:  # fmt: skip
+    cmd = pinned(
+        CLIENT_CPU, sys.executable, "-m", "bench.loadgen", "--url", url, "--key", key,
+        "--concurrency", str(concurrency), "--duration", str(duration),
+        "--requests", str(requests), "--tokens", str(tokens),
+    )  # fmt: skip
+    if stream:
+        cmd.append("--stream")
+    out = subprocess.run(cmd, capture_output=True, check=True, text=True).stdout
+    result: dict[str, list[float] | float | list[str]] = json.loads(out)
+    errors = result["errors"]
+    if errors:
+        assert isinstance(errors, list)
+        print(f"  !! {len(errors)} errors, first: {errors[0]}", flush=True)
+    return result
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+def measure(base: str, key: str, args: argparse.Namespace) -> dict[str, float]:
+    url = f"{base}/v1/chat/completions"
+    lat = load(url, stream=False, concurrency=1, duration=30, requests=args.n_latency,
+               tokens=16, key=key)  # fmt: skip
+    ttft = load(url, stream=True, concurrency=1, duration=30, requests=args.n_latency,
+                tokens=64, key=key)  # fmt: skip
+    rps = load(url, stream=False, concurrency=32, duration=args.duration, requests=10**9,
+               tokens=16, key=key)  # fmt: skip
+    sps = load(url, stream=True, concurrency=32, duration=args.duration, requests=10**9,
+               tokens=64, key=key)  # fmt: skip
+
+    def count(r: dict[str, list[float] | float | list[str]]) -> float:
+        totals, wall = r["total_ms"], r["wall_s"]
+        assert isinstance(totals, list) and isinstance(wall, float)
+        return len(totals) / wall
+
+    lat_ms, ttft_ms = lat["total_ms"], ttft["first_ms"]
+    assert isinstance(lat_ms, list) and isinstance(ttft_ms, list)
+    return {
+        "latency_p50": pct(lat_ms, 50),
+        "latency_p99": pct(lat_ms, 99),
+        "ttft_p50": pct(ttft_ms, 50),
+        "ttft_p99": pct(ttft_ms, 99),
+        "rps": count(rps),
+        "sps": count(sps),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds per throughput case")
+    parser.add_argument("--n-latency", type=int, default=1000, help="requests per latency case")
+    args = parser.parse_args()
+
+    procs: list[subprocess.Popen[bytes]] = []
+    redis = EmbeddedRedis(cpus=FABRIC_CPU).start()
+    workdir = tempfile.TemporaryDirectory(prefix="inferq-bench-")
+    try:
+        backend_port, api_port = free_port(), free_port()
+        config = Path(workdir.name) / "bench.yaml"
+        config.write_text(CONFIG.format(backend=backend_port, key=KEY))
+        env = {**os.environ, "REDIS_URL": redis.url, "INFERQ_LOG_LEVEL": "WARNING"}
+        backend = subprocess.Popen(
+            pinned(CLIENT_CPU, sys.executable, "-m", "tests.support.fake_backend",
+                   "--port", str(backend_port)), stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        procs.append(backend)
+        wait_port(backend_port, backend, "fake backend")
+        worker = subprocess.Popen(
+            pinned(FABRIC_CPU, sys.executable, "-m", "inferq.cli", "worker",
+                   "--config", str(config)), env=env,
+        )  # fmt: skip
+        api = subprocess.Popen(
+            pinned(FABRIC_CPU, sys.executable, "-m", "inferq.cli", "api", "--config",
+                   str(config), "--port", str(api_port)), env=env,
+        )  # fmt: skip
+        procs += [worker, api]
+        wait_port(api_port, api, "inferq api")
+        time.sleep(1.0)
+
+        print("direct to the fake backend ...", flush=True)
+        direct = measure(f"http://127.0.0.1:{backend_port}", "", args)
+        print("through inferq ...", flush=True)
+        via = measure(f"http://127.0.0.1:{api_port}", KEY, args)
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+        for proc in procs:
+            proc.wait(10)
+        redis.stop()
+        workdir.cleanup()
+    return report(direct, via)
+
+
+def report(direct: dict[str, float], via: dict[str, float]) -> int:
+    figures = {
+        "added_latency_p50_ms": via["latency_p50"] - direct["latency_p50"],
+        "added_latency_p99_ms": via["latency_p99"] - direct["latency_p99"],
+        "added_ttft_p50_ms": via["ttft_p50"] - direct["ttft_p50"],
+        "added_ttft_p99_ms": via["ttft_p99"] - direct["ttft_p99"],
+        "requests_per_s_c32": via["rps"],
+        "streams_per_s_c32": via["sps"],
+    }
+    print()
+    print(f"{'case':<34}{'direct':>10}{'inferq':>10}")
+    rows = [
+        ("non-stream latency p50 (ms), c=1", "latency_p50"),
+        ("non-stream latency p99 (ms), c=1", "latency_p99"),
+        ("64-token stream TTFT p50 (ms), c=1", "ttft_p50"),
+        ("64-token stream TTFT p99 (ms), c=1", "ttft_p99"),
+        ("non-stream requests/s, c=32", "rps"),
+        ("64-token streams/s, c=32", "sps"),
+    ]
+    for label, key in rows:
+        print(f"{label:<34}{direct[key]:>10.2f}{via[key]:>10.2f}")
+    print()
+    failed = 0
+    for name, value in figures.items():
+        target = TARGETS.get(name)
+        verdict = ""
+        if target:
+            op, limit = target
+            ok = value <= limit if op == "<=" else value >= limit
+            failed += not ok
+            verdict = f"target {op} {limit:g}: {'OK' if ok else 'MISSED'}"
+        print(f"{name:<26}{value:>10.2f}   {verdict}")
+    print(f"\nmedian of both sides measured in one run; inferq = API + worker + Redis on CPU {FABRIC_CPU}")
+
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""Redis connections: bounded pools, and the one place redis-py errors become BrokerUnavailable."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from broker.errors import BrokerUnavailable
+
+Redis = aioredis.Redis
+PubSub = aioredis.client.PubSub
+
+# Errors that mean "Redis is not there right now", as opposed to a bad command.
+UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+
+
+def connect(url: str, *, max_connections: int = 64, blocking_reads: bool = False) -> Redis:
+    """A client over a BlockingConnectionPool: past `max_connections` callers wait, not fail.
+
+    `blocking_reads` drops the socket timeout for clients that issue blocking XREADGROUP.
+    Connect attempts time out fast so an outage is reported within a second, and commands are
+    not retried here: callers decide (a retry storm against a dead Redis helps nobody).
+    """
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=max_connections,
+        timeout=5,
+        socket_connect_timeout=0.5,
+        socket_timeout=None if blocking_reads else 5.0,
+        socket_keepalive=True,
+        health_check_interval=30,
+        retry=Retry(NoBackoff(), 0),
+    )
+    return aioredis.Redis(connection_pool=pool)
+
+
+@asynccontextmanager
+async def translate_errors() -> AsyncIterator[None]:
+    """Map connection-level redis-py errors to BrokerUnavailable."""
+    try:
+        yield
+    except UNAVAILABLE as exc:
+        raise BrokerUnavailable(f"Redis is unreachable: {exc}") from exc
+
+
+async def ping(redis: Redis) -> bool:
+    """True when Redis answers."""
+    try:
+        return bool(await redis.ping())
+    except UNAVAILABLE:
+        return False

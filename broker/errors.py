@@ -1,0 +1,18 @@
+"""Broker errors, translated once from redis-py at this layer's boundary.
+
+BrokerError
+  ├── BrokerUnavailable   Redis cannot be reached (connect refused, timeout, reset)
+  └── ReplyLost           the reply channel dropped messages for a job (gap or reconnect)
+"""
+
+
+class BrokerError(Exception):
+    """Base of every error raised by `broker`."""
+
+
+class BrokerUnavailable(BrokerError):
+    """Redis is unreachable; callers answer 503 and retry later."""
+
+
+class ReplyLost(BrokerError):
+    """Messages for a job were lost on the way back; the answer would be truncated."""

@@ -1,0 +1,36 @@
+"""Every Redis key and channel name, in one place.
+
+Keys of one model group share a hash tag (`{group}`) so they land in one Redis Cluster slot.
+"""
+
+from dataclasses import dataclass
+
+CONSUMER_GROUP = "workers"
+JOB_FIELD = b"job"
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key names under a configurable prefix (default `inferq`)."""
+
+    prefix: str = "inferq"
+
+    def jobs(self, group: str) -> str:
+        """Stream of interactive jobs for a model group."""
+        return f"{self.prefix}:{{{group}}}:jobs"
+
+    def dead(self, group: str) -> str:
+        """Dead-letter stream of a model group: jobs that could not be processed."""
+        return f"{self.prefix}:{{{group}}}:dead"
+
+    def reply(self, api_id: str) -> str:
+        """Pub/sub channel an API process listens on for all of its jobs' replies."""
+        return f"{self.prefix}:reply:{api_id}"
+
+    def worker(self, worker_id: str) -> str:
+        """Hash describing one live worker; it expires unless heartbeats renew it."""
+        return f"{self.prefix}:worker:{worker_id}"
+
+    def workers(self) -> str:
+        """Sorted set of worker ids scored by the time their heartbeat expires."""
+        return f"{self.prefix}:workers"

@@ -1,0 +1,89 @@
+"""What travels through Redis: jobs on streams and reply messages on pub/sub (pydantic models).
+
+A job is everything a worker needs to serve a request without asking the API anything. A reply is
+one sequence-numbered message for one job; every job's replies end with exactly one terminal
+message (`done` or `error`), so a reader can always tell a complete answer from a truncated one.
+"""
+
+from enum import StrEnum
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Attempt(BaseModel):
+    """One try of a job on one deployment (kept across retries and fallbacks)."""
+
+    group: str
+    deployment: str
+    error: str | None = None
+    at: float
+
+
+class Job(BaseModel):
+    """A completion request on a group's stream."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str = Field(min_length=1, max_length=128)
+    kind: Literal["chat"] = "chat"
+    model: str  # the name the client asked for; echoed in responses
+    group: str
+    fallbacks: list[str] = Field(default_factory=list)
+    body: dict[str, Any]  # the OpenAI request body, minus routing fields
+    stream: bool = False
+    include_usage: bool = False
+    reply_to: str | None = None  # pub/sub channel; None for fire-and-forget batch jobs
+    created: float
+    deadline: float
+    attempts: list[Attempt] = Field(default_factory=list)
+
+    def encode(self) -> bytes:
+        """Serialize for XADD (orjson: the body can be large)."""
+        return orjson.dumps(self.model_dump(mode="json", exclude_defaults=False))
+
+
+class ReplyKind(StrEnum):
+    """Kinds of reply message; DONE and ERROR are terminal."""
+
+    DELTA = "delta"
+    DONE = "done"
+    ERROR = "error"
+
+
+class ErrorInfo(BaseModel):
+    """An error as the client will see it: HTTP status plus the OpenAI error fields."""
+
+    status: int
+    message: str
+    type: str
+    code: str | None = None
+    param: str | None = None
+
+
+class Reply(BaseModel):
+    """One message of a job's reply stream, numbered from 0 without gaps."""
+
+    job: str
+    seq: int = Field(ge=0)
+    kind: ReplyKind
+    group: str | None = None
+    deployment: str | None = None
+    # DELTA: each item is the `choices` list of one OpenAI chunk (text deltas coalesced).
+    chunks: list[list[dict[str, Any]]] | None = None
+    # DONE for a non-stream job: the whole completion body as the backend returned it.
+    response: dict[str, Any] | None = None
+    usage: dict[str, Any] | None = None
+    usage_source: Literal["backend", "counted"] | None = None
+    error: ErrorInfo | None = None
+    attempts: int = 1
+
+    @property
+    def terminal(self) -> bool:
+        """True for the last message of a job."""
+        return self.kind is not ReplyKind.DELTA
+
+    def encode(self) -> bytes:
+        """Serialize for PUBLISH."""
+        return orjson.dumps(self.model_dump(mode="json", exclude_none=True))

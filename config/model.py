@@ -1,0 +1,152 @@
+"""The parsed configuration: frozen objects handed to the API, workers and broker."""
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+from urllib.parse import urlparse
+
+
+class Provider(StrEnum):
+    """Wire protocol a deployment speaks."""
+
+    OPENAI = "openai"  # OpenAI itself and every OpenAI-compatible server (llama.cpp, vLLM)
+    ANTHROPIC = "anthropic"
+
+
+DEFAULT_API_BASE = {
+    Provider.OPENAI: "https://api.openai.com/v1",
+    Provider.ANTHROPIC: "https://api.anthropic.com",
+}
+
+_LOOPBACK = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """One `model_list` entry: a backend serving a model group."""
+
+    id: str
+    group: str
+    provider: Provider
+    upstream_model: str
+    api_base: str
+    api_key: str | None = field(repr=False)
+    organization: str | None
+    timeout: float | None
+    stream_timeout: float | None
+    max_parallel_requests: int
+    rpm: int | None
+    tpm: int | None
+    order: int | None
+    weight: float | None
+    defaults: Mapping[str, Any]
+    extra_headers: Mapping[str, str] = field(repr=False)
+    model_info: Mapping[str, Any]
+
+    @property
+    def is_cloud(self) -> bool:
+        """True when the deployment talks to a provider's public API (it needs a key)."""
+        return self.api_base.rstrip("/") == DEFAULT_API_BASE[self.provider]
+
+    @property
+    def unavailable_reason(self) -> str | None:
+        """Why no worker can serve this deployment now, or None when it can."""
+        if self.is_cloud and not self.api_key:
+            env = "OPENAI_API_KEY" if self.provider is Provider.OPENAI else "ANTHROPIC_API_KEY"
+            return f"no API key configured (set {env})"
+        return None
+
+    @property
+    def is_local(self) -> bool:
+        """True when the backend runs on this machine."""
+        return (urlparse(self.api_base).hostname or "") in _LOOPBACK
+
+
+@dataclass(frozen=True)
+class Alias:
+    """A public model name that routes to a chain of groups: first serves, rest fall back."""
+
+    name: str
+    chain: tuple[str, ...]
+    hidden: bool
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where a request for `requested` goes: `chain[0]` first, then the fallbacks in order."""
+
+    requested: str
+    chain: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    """Retry, timeout and cooldown policy (`router_settings`)."""
+
+    num_retries: int
+    timeout: float | None
+    allowed_fails: int
+    cooldown_time: float
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    """Response cache settings; `enabled` False means no lookups and no stores."""
+
+    enabled: bool
+    host: str | None
+    port: int | None
+    password: str | None = field(repr=False)
+    ttl: float
+    namespace: str | None
+
+
+@dataclass(frozen=True)
+class FabricConfig:
+    """The queue's own settings (`inferq_settings`)."""
+
+    key_prefix: str
+    queue_limit: int
+    default_max_parallel_requests: int
+    default_timeout: float
+    max_deliveries: int
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """Everything a process needs to know about models, routing and settings."""
+
+    source: str
+    groups: Mapping[str, tuple[Deployment, ...]]
+    aliases: Mapping[str, Alias]
+    fallbacks: Mapping[str, tuple[str, ...]]
+    router: RouterConfig
+    master_key: str | None = field(repr=False)
+    cache: CacheConfig
+    fabric: FabricConfig
+
+    def route(self, model: str) -> Route | None:
+        """Resolve a requested model name (group or alias) to its chain of groups."""
+        if model in self.groups:
+            return Route(model, (model, *self.fallbacks.get(model, ())))
+        alias = self.aliases.get(model)
+        if alias is None:
+            return None
+        head = alias.chain[0]
+        tail = alias.chain[1:] or self.fallbacks.get(head, ())
+        return Route(model, (head, *tail))
+
+    def public_models(self) -> list[str]:
+        """Names a client may ask for: every group and every alias not marked hidden."""
+        names = list(self.groups)
+        names += [a.name for a in self.aliases.values() if not a.hidden]
+        return names
+
+    def deployment(self, deployment_id: str) -> Deployment | None:
+        """Find a deployment by id across all groups."""
+        for deployments in self.groups.values():
+            for d in deployments:
+                if d.id == deployment_id:
+                    return d
+        return None

@@ -1,0 +1,27 @@
+"""Process environment read once at each entry point: where Redis is, which config file."""
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_CONFIG = Path(__file__).with_name("minimal_config.yaml")
+
+
+@dataclass(frozen=True)
+class RuntimeEnv:
+    """What an inferq process reads from its environment (and nothing else does)."""
+
+    redis_url: str
+    config_path: Path
+    log_level: str
+
+
+def runtime_env(config_arg: str | None = None, redis_arg: str | None = None) -> RuntimeEnv:
+    """Resolve config path (argument, $INFERQ_CONFIG, shipped default) and $REDIS_URL."""
+    config = config_arg or os.environ.get("INFERQ_CONFIG") or str(DEFAULT_CONFIG)
+    return RuntimeEnv(
+        redis_url=redis_arg or os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL,
+        config_path=Path(config),
+        log_level=os.environ.get("INFERQ_LOG_LEVEL", "INFO").upper(),
+    )

@@ -1,0 +1,99 @@
+"""The YAML as LiteLLM writes it: pydantic models for the trust boundary of the config file.
+
+Unknown keys are kept (a LiteLLM config carries many settings inferq does not use); the loader
+warns about the sections it ignores.
+"""
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class LiteLLMParams(_Open):
+    """`litellm_params` of one deployment; extra keys are request defaults (temperature...)."""
+
+    model: str = Field(min_length=1)
+    api_base: str | None = None
+    api_key: str | None = None
+    organization: str | None = None
+    timeout: float | None = Field(default=None, gt=0)
+    stream_timeout: float | None = Field(default=None, gt=0)
+    rpm: int | None = Field(default=None, gt=0)
+    tpm: int | None = Field(default=None, gt=0)
+    max_parallel_requests: int | None = Field(default=None, gt=0)
+    order: int | None = None
+    weight: float | None = Field(default=None, ge=0)
+    extra_headers: dict[str, str] | None = None
+    input_cost_per_token: float | None = Field(default=None, ge=0)
+    output_cost_per_token: float | None = Field(default=None, ge=0)
+
+
+class ModelEntry(_Open):
+    """One `model_list[]` entry: a deployment of the model group `model_name`."""
+
+    model_name: str = Field(min_length=1)
+    litellm_params: LiteLLMParams
+    model_info: dict[str, Any] = Field(default_factory=dict)
+
+
+class AliasSpec(BaseModel):
+    """`model_group_alias: {name: {model: group, hidden: true}}`."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str
+    hidden: bool = False
+
+
+class RouterSettings(_Open):
+    """`router_settings`: aliases, fallbacks and retry policy."""
+
+    model_group_alias: dict[str, str | AliasSpec | list[str]] = Field(default_factory=dict)
+    fallbacks: list[dict[str, list[str]]] = Field(default_factory=list)
+    num_retries: int = Field(default=2, ge=0)
+    timeout: float | None = Field(default=None, gt=0)
+    allowed_fails: int = Field(default=3, ge=0)
+    cooldown_time: float = Field(default=5.0, ge=0)
+
+
+class CacheParams(_Open):
+    """`cache_params`: where the response cache lives and how long entries stay."""
+
+    type: str = "redis"
+    host: str | None = None
+    port: int | None = None
+    password: str | None = None
+    ttl: float = Field(default=600, gt=0)
+    namespace: str | None = None
+
+
+class SettingsSection(_Open):
+    """`general_settings` / `litellm_settings`: both may carry the master key and cache."""
+
+    master_key: str | None = None
+    cache: bool | None = None
+    cache_params: CacheParams | None = None
+
+
+class InferqSettings(BaseModel):
+    """`inferq_settings`: the fabric's own knobs (not in LiteLLM's format)."""
+
+    model_config = ConfigDict(extra="forbid")
+    key_prefix: str = Field(default="inferq", pattern=r"^[A-Za-z0-9_.-]+$")
+    queue_limit: int = Field(default=1000, gt=0)
+    default_max_parallel_requests: int = Field(default=8, gt=0)
+    default_timeout: float = Field(default=600, gt=0)
+    max_deliveries: int = Field(default=3, gt=0)
+
+
+class ConfigFile(_Open):
+    """The whole YAML document."""
+
+    model_list: list[ModelEntry] = Field(min_length=1)
+    router_settings: RouterSettings = Field(default_factory=RouterSettings)
+    general_settings: SettingsSection = Field(default_factory=SettingsSection)
+    litellm_settings: SettingsSection = Field(default_factory=SettingsSection)
+    inferq_settings: InferqSettings = Field(default_factory=InferqSettings)

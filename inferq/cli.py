@@ -1,0 +1,140 @@
+"""The `inferq` command: api, worker, up, config check."""
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from config import ConfigError, GatewayConfig, RuntimeEnv, load_config, runtime_env
+
+EXIT_CONFIG = 2
+
+EPILOG = """examples:
+  inferq up                                  # everything on this machine (what `make run` does)
+  inferq api --port 8001                     # the HTTP facade only
+  inferq worker --group local-model          # serve every deployment of one model group
+  inferq config check config/minimal_config.yaml
+"""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return EXIT_CONFIG
+    env = runtime_env(getattr(args, "config", None) or getattr(args, "file", None))
+    logging.basicConfig(
+        level=env.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        config = load_config(env.config_path)
+    except ConfigError as exc:
+        print(f"inferq: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    handler = {"api": _api, "worker": _worker, "up": _up, "config": _config_check}[args.command]
+    return handler(args, env, config)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="inferq",
+        description="OpenAI-compatible LLM gateway built on Redis Streams.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        metavar="FILE",
+        help="LiteLLM-format YAML (default: $INFERQ_CONFIG, else config/minimal_config.yaml); "
+        "Redis is $REDIS_URL (default redis://127.0.0.1:6379/0)",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    api = sub.add_parser(
+        "api",
+        parents=[common],
+        help="run the HTTP facade",
+        description="Serve the OpenAI-compatible API. Example: inferq api --port 8001",
+    )
+    api.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    api.add_argument("--port", type=int, default=8001, help="port (default 8001)")
+
+    worker = sub.add_parser(
+        "worker",
+        parents=[common],
+        help="run a worker process for a model group or one deployment",
+        description="Pull jobs from a model group's stream and call its backends. "
+        "Example: inferq worker --group local-model",
+    )
+    worker.add_argument("--group", help="model group to serve (default: all groups)")
+    worker.add_argument("--deployment", help="serve only this deployment id (e.g. local-model.0)")
+
+    up = sub.add_parser(
+        "up",
+        parents=[common],
+        help="run everything on this machine: Redis if needed, llama.cpp, API, workers",
+        description="Start Redis (embedded when $REDIS_URL does not answer), a llama.cpp "
+        "server for local deployments, the API and a worker per servable group. Example: inferq up",
+    )
+    up.add_argument("--host", default="127.0.0.1", help="API address (default 127.0.0.1)")
+    up.add_argument("--port", type=int, default=8001, help="API port (default 8001)")
+
+    cfg = sub.add_parser(
+        "config",
+        help="validate a config file",
+        description="Validate a config file; exit 0 when usable, 2 with every problem otherwise. "
+        "Example: inferq config check config/minimal_config.yaml",
+    )
+    cfg_sub = cfg.add_subparsers(dest="action", metavar="ACTION", required=True)
+    check = cfg_sub.add_parser("check", parents=[common], help="validate FILE")
+    check.add_argument("file", nargs="?", help="config file (default: --config or its default)")
+    return parser
+
+
+def _api(args: argparse.Namespace, env: RuntimeEnv, config: GatewayConfig) -> int:
+    from api.main import run
+
+    run(config, env.redis_url, args.host, args.port, env.log_level)
+    return 0
+
+
+def _worker(args: argparse.Namespace, env: RuntimeEnv, config: GatewayConfig) -> int:
+    from workers.main import run, select_deployments
+
+    try:
+        deployments = select_deployments(config, args.group, args.deployment)
+        run(config, env.redis_url, deployments)
+    except ValueError as exc:
+        print(f"inferq worker: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    return 0
+
+
+def _up(args: argparse.Namespace, env: RuntimeEnv, config: GatewayConfig) -> int:
+    from inferq.up import up
+
+    return up(config, env, args.host, args.port)
+
+
+def _config_check(args: argparse.Namespace, env: RuntimeEnv, config: GatewayConfig) -> int:
+    groups = len(config.groups)
+    deployments = sum(len(d) for d in config.groups.values())
+    print(
+        f"{env.config_path}: OK: {groups} model groups, {deployments} deployments, "
+        f"{len(config.aliases)} aliases"
+    )
+    for deps in config.groups.values():
+        for d in deps:
+            note = d.unavailable_reason
+            if note:
+                print(f"  note: {d.id} is unavailable: {note}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,255 @@
+"""A fake OpenAI-compatible backend: a real HTTP/1.1 server on loopback, scriptable by tests.
+
+It answers `POST /v1/chat/completions` (stream or not) with `tokens` words, records every request
+body, and can be told to fail. Run it alone for the benchmark:
+`python -m tests.support.fake_backend --port 9100 --tokens 64`.
+"""
+
+import argparse
+import asyncio
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+
+@dataclass
+class Behaviour:
+    """What the next requests get; tests change it between calls."""
+
+    tokens: int | None = None  # words per answer (default: max_tokens, else 8)
+    usage_in_stream: bool = True  # False acts like llama.cpp: no usage chunk
+    status: int = 200  # non-200: answer with this status and an OpenAI error body
+    token_delay: float = 0.0  # seconds between streamed tokens
+    first_token_delay: float = 0.0
+    drop_after: int | None = None  # close the connection after N streamed tokens
+    no_finish: bool = False  # end the stream without finish_reason and [DONE]
+    retry_after: str | None = None
+
+
+@dataclass
+class FakeBackend:
+    """The server; `requests` holds every parsed request body, in order."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    behaviour: Behaviour = field(default_factory=Behaviour)
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    active: int = 0
+    max_active: int = 0
+
+    async def serve(self) -> asyncio.Server:
+        """Start listening; returns the asyncio server."""
+        server = await asyncio.start_server(self._connection, self.host, self.port)
+        self.port = server.sockets[0].getsockname()[1]
+        return server
+
+    @property
+    def api_base(self) -> str:
+        """Base URL for an `openai/...` deployment."""
+        return f"http://{self.host}:{self.port}/v1"
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                body = await reader.readexactly(length) if length else b""
+                path = head.split(b" ", 2)[1]
+                keep = await self._handle(path, body, writer)
+                if not keep:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def _handle(self, path: bytes, raw: bytes, writer: asyncio.StreamWriter) -> bool:
+        if not path.endswith(b"/chat/completions"):
+            _respond(
+                writer, 404, {"error": {"message": "not found", "type": "invalid_request_error"}}
+            )
+            return True
+        body = orjson.loads(raw) if raw else {}
+        self.requests.append(body)
+        b = self.behaviour
+        if b.status != 200:
+            extra = {"retry-after": b.retry_after} if b.retry_after else {}
+            error = {"message": f"fake failure {b.status}", "type": "server_error", "code": None}
+            _respond(writer, b.status, {"error": error}, extra)
+            return True
+        n = b.tokens or body.get("max_tokens") or 8
+        words = [f"w{i} " for i in range(n)]
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
+        try:
+            if body.get("stream"):
+                return await self._stream(body, words, writer)
+            if b.first_token_delay:
+                await asyncio.sleep(b.first_token_delay)
+            _respond(writer, 200, _completion(body, words))
+            return True
+        finally:
+            self.active -= 1
+
+    async def _stream(
+        self, body: dict[str, Any], words: list[str], writer: asyncio.StreamWriter
+    ) -> bool:
+        b = self.behaviour
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+            b"transfer-encoding: chunked\r\n\r\n"
+        )
+        base = {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": body.get("model", "fake"),
+        }
+        _event(
+            writer,
+            {
+                **base,
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {"role": "assistant", "content": ""},
+                        "finish_reason": None,
+                    }
+                ],
+            },
+        )
+        if b.first_token_delay:
+            await writer.drain()
+            await asyncio.sleep(b.first_token_delay)
+        for i, word in enumerate(words):
+            if b.drop_after is not None and i == b.drop_after:
+                await writer.drain()
+                writer.transport.abort()
+                return False
+            _event(
+                writer,
+                {
+                    **base,
+                    "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}],
+                },
+            )
+            if b.token_delay:
+                await writer.drain()
+                await asyncio.sleep(b.token_delay)
+        if not b.no_finish:
+            _event(
+                writer, {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+            )
+            wants_usage = (body.get("stream_options") or {}).get("include_usage")
+            if b.usage_in_stream and wants_usage:
+                _event(writer, {**base, "choices": [], "usage": _usage(body, words)})
+            _chunk(writer, b"data: [DONE]\n\n")
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        return True
+
+
+def _usage(body: dict[str, Any], words: list[str]) -> dict[str, int]:
+    prompt = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", [])) + 3
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": len(words),
+        "total_tokens": prompt + len(words),
+    }
+
+
+def _completion(body: dict[str, Any], words: list[str]) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": body.get("model", "fake"),
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "".join(words)},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": _usage(body, words),
+    }
+
+
+def _respond(
+    writer: asyncio.StreamWriter, status: int, payload: Any, headers: dict[str, str] | None = None
+) -> None:
+    data = orjson.dumps(payload)
+    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+    head = f"HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n"
+    head += f"content-length: {len(data)}\r\n{extra}\r\n"
+    writer.write(head.encode() + data)
+
+
+def _event(writer: asyncio.StreamWriter, payload: dict[str, Any]) -> None:
+    _chunk(writer, b"data: " + orjson.dumps(payload) + b"\n\n")
+
+
+def _chunk(writer: asyncio.StreamWriter, data: bytes) -> None:
+    writer.write(b"%x\r\n%s\r\n" % (len(data), data))
+
+
+class BackendThread:
+    """Runs a FakeBackend on its own event loop in a daemon thread (for tests)."""
+
+    def __init__(self) -> None:
+        self.backend = FakeBackend()
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> FakeBackend:
+        self._thread.start()
+        self._ready.wait(5)
+        return self.backend
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(self.backend.serve())
+        self._ready.set()
+        self._loop.run_forever()
+
+    def stop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, default=9100)
+    parser.add_argument("--tokens", type=int, default=None)
+    args = parser.parse_args()
+
+    async def run() -> None:
+        backend = FakeBackend(port=args.port, behaviour=Behaviour(tokens=args.tokens))
+        server = await backend.serve()
+        print(f"fake backend on {backend.api_base}", flush=True)
+        backend.requests = _Discard()  # type: ignore[assignment]  # the benchmark keeps no history
+        await server.serve_forever()
+
+    try:
+        import uvloop
+
+        uvloop.run(run())
+    except ImportError:
+        asyncio.run(run())
+
+
+class _Discard(list):  # type: ignore[type-arg]
+    def append(self, _item: Any) -> None:
+        pass
+
+
+if __name__ == "__main__":
+    main()

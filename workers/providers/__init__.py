@@ -1,0 +1,17 @@
+"""Backend providers behind one small interface (`Provider`)."""
+
+import httpx
+
+from config.model import Deployment
+from config.model import Provider as ProviderKind
+from workers.providers.base import Chunk, Provider
+from workers.providers.openai import OpenAICompatible
+
+__all__ = ["Chunk", "Provider", "provider_for"]
+
+
+def provider_for(deployment: Deployment, http: httpx.AsyncClient) -> Provider:
+    """The provider implementation for a deployment's wire protocol."""
+    if deployment.provider is ProviderKind.OPENAI:
+        return OpenAICompatible(http)
+    raise NotImplementedError(f"provider {deployment.provider.value} is not supported yet")

@@ -1,0 +1,30 @@
+"""Token counts for backends that stream no usage (llama.cpp): counted, and labelled so."""
+
+import math
+from typing import Any
+
+# A rough characters-per-token figure for English text with BPE tokenizers.
+_CHARS_PER_TOKEN = 4.0
+
+
+def estimate_prompt_tokens(body: dict[str, Any]) -> int:
+    """Approximate prompt tokens from the text of the messages."""
+    chars = 0
+    for message in body.get("messages") or []:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, str):
+            chars += len(content)
+        elif isinstance(content, list):
+            chars += sum(len(p.get("text") or "") for p in content if isinstance(p, dict))
+        chars += 4  # role and separators of the chat template
+    return max(1, math.ceil(chars / _CHARS_PER_TOKEN))
+
+
+def counted_usage(body: dict[str, Any], completion_chunks: int) -> dict[str, int]:
+    """Usage for a stream without a usage chunk: one backend chunk ≈ one token."""
+    prompt = estimate_prompt_tokens(body)
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion_chunks,
+        "total_tokens": prompt + completion_chunks,
+    }
