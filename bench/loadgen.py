@@ -8,6 +8,7 @@ for streams, completed count and wall time. Usage:
 
 import argparse
 import asyncio
+import json
 import re
 import sys
 import time
@@ -100,7 +101,24 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     started = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(args.concurrency)))
     wall = time.perf_counter() - started
-    return {"first_ms": firsts, "total_ms": totals, "errors": errors, "wall_s": wall}
+    return {
+        "count": len(totals),
+        "wall_s": wall,
+        "first_p50": pct(firsts, 50),
+        "first_p99": pct(firsts, 99),
+        "total_p50": pct(totals, 50),
+        "total_p99": pct(totals, 99),
+        "errors": errors[:5],
+        "error_count": len(errors),
+    }
+
+
+def pct(values: list[float], p: float) -> float:
+    """The p-th percentile (nearest rank)."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 def main() -> None:
@@ -121,7 +139,7 @@ def main() -> None:
         result = uvloop.run(run(args))
     except ImportError:
         result = asyncio.run(run(args))
-    sys.stdout.write(orjson.dumps(result).decode() + "\n")
+    sys.stdout.write(json.dumps(result) + "\n")
 
 
 if __name__ == "__main__":

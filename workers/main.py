@@ -10,6 +10,7 @@ from broker.connection import connect
 from broker.keys import Keys
 from config import Deployment, GatewayConfig
 from workers.providers import provider_for
+from workers.transport import AiohttpTransport
 from workers.worker import DeploymentWorker
 
 log = logging.getLogger("inferq.worker")
@@ -49,9 +50,9 @@ async def serve(
         raise ValueError("none of the selected deployments can be served")
     slots = sum(d.max_parallel_requests for d in usable)
     redis = connect(redis_url, max_connections=slots + 4 * len(usable), blocking_reads=True)
-    limits = httpx.Limits(max_connections=slots, max_keepalive_connections=slots)
     keys = Keys(config.fabric.key_prefix)
-    async with httpx.AsyncClient(limits=limits, trust_env=False) as http:
+    transport = AiohttpTransport(max_connections=slots)
+    async with httpx.AsyncClient(transport=transport, trust_env=False) as http:
         workers = [DeploymentWorker(d, redis, keys, provider_for(d, http)) for d in usable]
         try:
             await asyncio.gather(*(w.run(stop) for w in workers))
