@@ -35,7 +35,7 @@ def connect(url: str, *, max_connections: int = 64, blocking_reads: bool = False
         health_check_interval=30,
         retry=Retry(NoBackoff(), 0),
     )
-    return aioredis.Redis(connection_pool=pool)
+    return aioredis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes it
 
 
 @asynccontextmanager

@@ -9,10 +9,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
+from redis.exceptions import ResponseError
 
 from broker.connection import Redis, translate_errors
 from broker.keys import CONSUMER_GROUP, JOB_FIELD, Keys
 from broker.messages import Job, Reply
+from broker.queue import ensure_group
 
 log = logging.getLogger("inferq.broker")
 
@@ -40,9 +42,16 @@ class GroupConsumer:
     async def read(self, count: int, block_ms: int) -> list[Delivery]:
         """Take up to `count` new jobs, waiting at most `block_ms` for the first one."""
         async with translate_errors():
-            reply: Any = await self._redis.xreadgroup(
-                CONSUMER_GROUP, self.consumer, {self._stream: ">"}, count=count, block=block_ms
-            )
+            try:
+                reply: Any = await self._redis.xreadgroup(
+                    CONSUMER_GROUP, self.consumer, {self._stream: ">"}, count=count, block=block_ms
+                )
+            except ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                # Redis restarted empty (or was flushed): recreate the group and read again.
+                await ensure_group(self._redis, self._keys, self.group)
+                return []
         deliveries: list[Delivery] = []
         for _stream, entries in reply or []:
             for entry_id, fields in entries:

@@ -39,6 +39,7 @@ class FakeBackend:
     requests: list[dict[str, Any]] = field(default_factory=list)
     active: int = 0
     max_active: int = 0
+    writers: set[asyncio.StreamWriter] = field(default_factory=set)
 
     async def serve(self) -> asyncio.Server:
         """Start listening; returns the asyncio server."""
@@ -52,6 +53,7 @@ class FakeBackend:
         return f"http://{self.host}:{self.port}/v1"
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writers.add(writer)
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -68,6 +70,7 @@ class FakeBackend:
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
+            self.writers.discard(writer)
             writer.close()
 
     async def _handle(self, path: bytes, raw: bytes, writer: asyncio.StreamWriter) -> bool:
@@ -216,9 +219,18 @@ class BackendThread:
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
-        self._loop.run_until_complete(self.backend.serve())
+        server = self._loop.run_until_complete(self.backend.serve())
         self._ready.set()
         self._loop.run_forever()
+        server.close()
+        for writer in list(self.backend.writers):
+            writer.transport.abort()
+        pending = asyncio.all_tasks(self._loop)
+        for task in pending:
+            task.cancel()
+        self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        self._loop.run_until_complete(server.wait_closed())
+        self._loop.close()
 
     def stop(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)

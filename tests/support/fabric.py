@@ -1,0 +1,115 @@
+"""Real inferq processes for end-to-end tests: `inferq api` and `inferq worker` subprocesses."""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from inferq.local import free_port
+
+MASTER_KEY = "sk-test-master"
+
+CONFIG = """
+model_list:
+  - model_name: fake
+    litellm_params:
+      model: openai/fake-model
+      api_base: {api_base}
+      api_key: dummy
+      temperature: 0.5
+      max_tokens: 12
+      max_parallel_requests: 8
+      timeout: 10
+  - model_name: fake-llama
+    litellm_params:
+      model: openai//models/x.gguf
+      api_base: {api_base}
+      max_parallel_requests: 2
+router_settings:
+  model_group_alias:
+    chained: [fake, fake-llama]
+    quiet: {{model: fake, hidden: true}}
+general_settings:
+  master_key: {key}
+inferq_settings:
+  key_prefix: {prefix}
+"""
+
+
+def write_config(path: Path, api_base: str, prefix: str, text: str | None = None) -> Path:
+    """Write the standard test config (or `text`) for a backend at `api_base`."""
+    body = text if text is not None else CONFIG
+    path.write_text(body.format(api_base=api_base, key=MASTER_KEY, prefix=prefix))
+    return path
+
+
+class Fabric:
+    """An API process and worker processes sharing one Redis and config."""
+
+    def __init__(self, config: Path, redis_url: str, log_dir: Path) -> None:
+        self.config = config
+        self.redis_url = redis_url
+        self.port = free_port()
+        self.log_dir = log_dir
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    @property
+    def base_url(self) -> str:
+        """http://127.0.0.1:PORT"""
+        return f"http://127.0.0.1:{self.port}"
+
+    def _spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        env = {**os.environ, "REDIS_URL": self.redis_url, "INFERQ_LOG_LEVEL": "INFO"}
+        cmd = [sys.executable, "-m", "inferq.cli", *args, "--config", str(self.config)]
+        with (self.log_dir / f"{name}.log").open("ab") as log:
+            proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        self.procs[name] = proc
+        return proc
+
+    def start_api(self, wait_ready: bool = True) -> None:
+        """Start `inferq api` and wait until it answers."""
+        self._spawn("api", "api", "--port", str(self.port))
+        deadline = time.monotonic() + 20
+        path = "/health/readiness" if wait_ready else "/health/liveliness"
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.base_url + path, timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if self.procs["api"].poll() is not None:
+                break
+            time.sleep(0.1)
+        raise RuntimeError(f"API did not start; log:\n{self.log('api')}")
+
+    def start_worker(self, name: str = "worker", *args: str) -> subprocess.Popen[bytes]:
+        """Start `inferq worker ARGS` and wait for its heartbeat in /health."""
+        proc = self._spawn(name, "worker", *args)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if "serving" in self.log(name):
+                return proc
+            if proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        raise RuntimeError(f"worker did not start; log:\n{self.log(name)}")
+
+    def log(self, name: str) -> str:
+        """What a process has written so far."""
+        path = self.log_dir / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop(self) -> None:
+        """Terminate every process (SIGTERM, then SIGKILL)."""
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
