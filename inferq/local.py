@@ -62,7 +62,7 @@ class EmbeddedRedis:
     def __init__(self, port: int | None = None, cpus: str | None = None) -> None:
         self.port = port or free_port()
         self._cpus = cpus
-        self._dir = tempfile.TemporaryDirectory(prefix="inferq-redis-")
+        self._dir: tempfile.TemporaryDirectory[str] | None = None
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -72,6 +72,7 @@ class EmbeddedRedis:
 
     def start(self, timeout: float = 10.0) -> "EmbeddedRedis":
         """Start the server and wait until it answers."""
+        self._dir = tempfile.TemporaryDirectory(prefix="inferq-redis-")
         cmd = [
             valkey_binary(),
             "--port", str(self.port),
@@ -97,14 +98,20 @@ class EmbeddedRedis:
 
     def stop(self) -> None:
         """Stop the server (SIGKILL after 5 s)."""
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process:
+            if self.process.poll() is None:
+                self.process.terminate()
+                try:
+                    self.process.wait(5)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
+                    self.process.wait()
+            if self.process.stderr:
+                self.process.stderr.close()
         self.process = None
+        if self._dir:
+            self._dir.cleanup()
+            self._dir = None
 
 
 def smollm2_path() -> Path:
@@ -142,8 +149,13 @@ class LlamaServer:
             "--port", str(self.port),
             "--n_ctx", "2048",
         ]  # fmt: skip
-        out = log.open("ab") if log else subprocess.DEVNULL
-        self.process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        if log:
+            with log.open("ab") as out:
+                self.process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        else:
+            self.process = subprocess.Popen(
+                cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+            )
         deadline = time.monotonic() + timeout
         while not _http_ok(self.port, "/v1/models"):
             if self.process.poll() is not None:

@@ -1,0 +1,93 @@
+"""The whole path against a real llama.cpp server running SmolLM2-135M (structure, not text)."""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+
+from inferq.local import LlamaServer
+from tests.support.fabric import MASTER_KEY, Fabric
+
+pytestmark = pytest.mark.llama
+
+CONFIG = """
+model_list:
+  - model_name: local-model
+    litellm_params:
+      model: openai//models/SmolLM2-135M-Instruct.Q4_1.gguf
+      api_base: {api_base}
+      api_key: dummy
+      temperature: 0.2
+      max_tokens: 24
+      max_parallel_requests: 1
+general_settings:
+  master_key: {key}
+inferq_settings:
+  key_prefix: {prefix}
+"""
+
+
+@pytest.fixture(scope="module")
+def llama(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
+    log = tmp_path_factory.mktemp("llama") / "llama.log"
+    server = LlamaServer().start(log=log)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def client(
+    llama: LlamaServer, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[openai.OpenAI]:
+    tmp: Path = tmp_path_factory.mktemp("llama-fabric")
+    config = tmp / "config.yaml"
+    config.write_text(
+        CONFIG.format(api_base=llama.api_base, key=MASTER_KEY, prefix="llama" + tmp.name[-4:])
+    )
+    fabric = Fabric(config, redis_url, tmp)
+    try:
+        fabric.start_worker()
+        fabric.start_api()
+        with openai.OpenAI(
+            base_url=fabric.base_url + "/v1", api_key=MASTER_KEY, max_retries=0
+        ) as c:
+            yield c
+    finally:
+        fabric.stop()
+
+
+QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+def test_real_model_answers_through_the_queue(client: openai.OpenAI) -> None:
+    reply = client.chat.completions.create(model="local-model", messages=QUESTION)  # type: ignore[arg-type]
+    choice = reply.choices[0]
+    assert choice.message.role == "assistant"
+    assert (choice.message.content or "").strip()
+    assert choice.finish_reason in ("stop", "length")
+    assert reply.model == "local-model"
+    assert reply.usage is not None
+    assert reply.usage.prompt_tokens > 5
+    assert 0 < reply.usage.completion_tokens <= 24
+
+
+def test_real_model_streams_through_the_queue(client: openai.OpenAI) -> None:
+    chunks = list(
+        client.chat.completions.create(
+            model="local-model",
+            messages=QUESTION,  # type: ignore[arg-type]
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text.strip()
+    finishes = [
+        c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
+    ]
+    assert finishes and finishes[-1] in ("stop", "length")
+    usage = chunks[-1].usage
+    assert usage is not None
+    assert 0 < usage.completion_tokens <= 24
+    assert usage.prompt_tokens > 0
