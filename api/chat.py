@@ -107,13 +107,17 @@ def _make_job(gw: Gateway, req: ChatCompletionRequest, data: dict[str, Any]) -> 
             param="model",
             code="model_not_found",
         )
+    chain = [g for g in route.chain if gw.config.unavailable_reason(g) is None]
+    if not chain:
+        reasons = "; ".join(f"{g}: {gw.config.unavailable_reason(g)}" for g in route.chain)
+        raise Unavailable(f"Model {req.model} cannot be served right now ({reasons}).")
     now = time.time()
     timeout = req.timeout or gw.config.router.timeout or gw.config.fabric.default_timeout
     return Job(
         id=secrets.token_hex(12),
         model=req.model,
-        group=route.chain[0],
-        fallbacks=list(route.chain[1:]),
+        group=chain[0],
+        fallbacks=chain[1:],
         body={k: v for k, v in data.items() if k not in GATEWAY_FIELDS},
         stream=req.stream,
         include_usage=bool(req.stream_options and req.stream_options.include_usage),

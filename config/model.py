@@ -137,6 +137,13 @@ class GatewayConfig:
         tail = alias.chain[1:] or self.fallbacks.get(head, ())
         return Route(model, (head, *tail))
 
+    def unavailable_reason(self, group: str) -> str | None:
+        """Why no deployment of `group` can be served (e.g. no API key), or None if one can."""
+        reasons = [d.unavailable_reason for d in self.groups.get(group, ())]
+        if reasons and all(reasons):
+            return reasons[0]
+        return None
+
     def public_models(self) -> list[str]:
         """Names a client may ask for: every group and every alias not marked hidden."""
         names = list(self.groups)

@@ -30,6 +30,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # One line per backend call is noise at this layer; inferq logs its own outcomes.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         config = load_config(env.config_path)
     except ConfigError as exc:

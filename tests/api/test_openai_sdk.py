@@ -2,6 +2,7 @@
 
 import json
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import httpx
 import openai
@@ -339,3 +340,47 @@ def test_per_request_timeout_gives_504(client: openai.OpenAI, fake: FakeBackend)
         )
     assert err.value.status_code == 504
     assert "timed out" in err.value.message
+
+
+def test_group_without_key_is_skipped_or_refused_at_once(
+    tmp_path: Path, redis_url: str, fake: FakeBackend
+) -> None:
+    """A cloud group with no API key is unavailable: an alias chain skips it, and asking for it
+    directly gets a 503 naming the reason at once (not a request that waits for its deadline)."""
+    prefix = "cloud" + tmp_path.name[-6:]
+    config = write_config(tmp_path / "c.yaml", fake.api_base, prefix, text=CLOUD_CONFIG)
+    fab = Fabric(config, redis_url, tmp_path)
+    try:
+        fab.start_worker("worker", "--group", "fake")
+        fab.start_api()
+        with openai.OpenAI(base_url=fab.base_url + "/v1", api_key=MASTER_KEY, max_retries=0) as c:
+            raw = c.chat.completions.with_raw_response.create(
+                model="smart", messages=MESSAGES, max_tokens=1
+            )  # type: ignore[arg-type]
+            assert raw.headers["x-inferq-model-group"] == "fake"
+            with pytest.raises(openai.APIStatusError) as err:
+                c.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+            assert err.value.status_code == 503
+            assert "OPENAI_API_KEY" in err.value.message
+    finally:
+        fab.stop()
+
+
+CLOUD_CONFIG = """
+model_list:
+  - model_name: gpt-4o-mini
+    litellm_params:
+      model: gpt-4o-mini
+      api_key: ""
+  - model_name: fake
+    litellm_params:
+      model: openai/fake-model
+      api_base: {api_base}
+router_settings:
+  model_group_alias:
+    smart: [gpt-4o-mini, fake]
+general_settings:
+  master_key: {key}
+inferq_settings:
+  key_prefix: {prefix}
+"""
