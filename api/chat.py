@@ -7,17 +7,18 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 import orjson
 from pydantic import ValidationError
 from sse_starlette import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import Response
 
-from api.errors import GatewayTimeout, InvalidRequest, Unavailable, UpstreamError
+from api.errors import GatewayError, GatewayTimeout, InvalidRequest, Unavailable, UpstreamError
 from api.replies import DONE_EVENT, ChunkEncoder, completion_body, error_body, route_headers
 from api.schemas import ChatCompletionRequest
 from api.state import Gateway, gateway
-from broker.errors import BrokerUnavailable, ReplyLost
+from broker.errors import BrokerUnavailable, QueueFull, ReplyAborted, ReplyLost
 from broker.messages import Job, Reply, ReplyKind
 from broker.queue import enqueue
 from broker.replies import ReplyStream
@@ -49,6 +50,10 @@ GATEWAY_FIELDS = frozenset(
 
 # Extra wait past a job's deadline, so the worker's own timeout error arrives first.
 _GRACE = 1.0
+# Seconds a client refused with 429 is told to wait.
+RETRY_AFTER = 1
+# Seconds streams in flight may run on after SIGTERM (uvicorn's own limit is 30).
+SHUTDOWN_GRACE = 25.0
 
 
 async def chat_completions(request: Request) -> Response:
@@ -61,11 +66,18 @@ async def chat_completions(request: Request) -> Response:
         raise _invalid(exc) from None
     job = _make_job(gw, req, data)
     replies = await _submit(gw, job)
+    watcher = asyncio.ensure_future(_client_gone(request, replies))
     try:
         first = await _next(replies, job)
+    except ReplyAborted:
+        gw.abandon(job.id)
+        log.info("job %s: client disconnected while waiting; cancelled", job.id)
+        return Response(status_code=499)
     except BaseException:
         gw.dispatcher.close(job.id)
         raise
+    finally:
+        watcher.cancel()
     if first.kind is ReplyKind.ERROR:
         gw.dispatcher.close(job.id)
         raise _upstream(first)
@@ -78,7 +90,17 @@ async def chat_completions(request: Request) -> Response:
         headers=headers,
         ping=15,
         sep="\n",
+        # On SIGTERM, streams in flight get this long to finish before they are cut.
+        shutdown_event=anyio.Event(),
+        shutdown_grace_period=SHUTDOWN_GRACE,
     )
+
+
+async def _client_gone(request: Request, replies: ReplyStream) -> None:
+    """Wake the waiting request if its client disconnects before the answer starts."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+    replies.abort("client disconnected")
 
 
 def _parse_body(raw: bytes) -> dict[str, Any]:
@@ -99,20 +121,28 @@ def _invalid(exc: ValidationError) -> InvalidRequest:
 
 
 def _make_job(gw: Gateway, req: ChatCompletionRequest, data: dict[str, Any]) -> Job:
-    route = gw.config.route(req.model)
+    config = gw.config
+    route = config.route(req.model)
     if route is None:
-        available = ", ".join(gw.config.public_models())
-        raise InvalidRequest(
-            f"Invalid model name passed in model={req.model}. Available models: {available}",
-            param="model",
-            code="model_not_found",
-        )
-    chain = [g for g in route.chain if gw.config.unavailable_reason(g) is None]
+        raise _unknown_model(gw, req.model)
+    tail: list[str] = list(route.chain[1:])
+    if req.disable_fallbacks:
+        tail = []
+    elif req.fallbacks is not None:
+        tail = []
+        for name in req.fallbacks:
+            fallback = config.route(name)
+            if fallback is None:
+                raise _unknown_model(gw, name, param="fallbacks")
+            tail += [g for g in fallback.chain if g not in tail]
+    chain = [
+        g for g in dict.fromkeys([route.chain[0], *tail]) if config.unavailable_reason(g) is None
+    ]
     if not chain:
-        reasons = "; ".join(f"{g}: {gw.config.unavailable_reason(g)}" for g in route.chain)
+        reasons = "; ".join(f"{g}: {config.unavailable_reason(g)}" for g in route.chain)
         raise Unavailable(f"Model {req.model} cannot be served right now ({reasons}).")
     now = time.time()
-    timeout = req.timeout or gw.config.router.timeout or gw.config.fabric.default_timeout
+    timeout = req.timeout or config.router.timeout or config.fabric.default_timeout
     return Job(
         id=secrets.token_hex(12),
         model=req.model,
@@ -124,6 +154,17 @@ def _make_job(gw: Gateway, req: ChatCompletionRequest, data: dict[str, Any]) -> 
         reply_to=gw.dispatcher.channel,
         created=now,
         deadline=now + timeout,
+        num_retries=req.num_retries,
+        stream_timeout=req.stream_timeout,
+    )
+
+
+def _unknown_model(gw: Gateway, name: str, param: str = "model") -> InvalidRequest:
+    available = ", ".join(gw.config.public_models())
+    return InvalidRequest(
+        f"Invalid model name passed in {param}={name}. Available models: {available}",
+        param=param,
+        code="model_not_found",
     )
 
 
@@ -133,10 +174,19 @@ async def _submit(gw: Gateway, job: Job) -> ReplyStream:
         raise Unavailable("The queue is unreachable (Redis is down); retry shortly.")
     replies = gw.dispatcher.open(job.id)
     try:
-        await enqueue(gw.redis, gw.keys, job)
+        await enqueue(gw.redis, gw.keys, job, limit=gw.config.fabric.queue_limit)
     except BrokerUnavailable:
         gw.dispatcher.close(job.id)
         raise Unavailable("The queue is unreachable (Redis is down); retry shortly.") from None
+    except QueueFull as exc:
+        gw.dispatcher.close(job.id)
+        raise GatewayError(
+            f"Model group {exc.group} is at capacity ({exc.depth} requests queued); retry shortly.",
+            status=429,
+            type="rate_limit_error",
+            code="queue_full",
+            headers={"retry-after": str(RETRY_AFTER)},
+        ) from None
     return replies
 
 
@@ -165,6 +215,7 @@ async def _events(
     """SSE events until the terminal reply; a stream always ends in [DONE] or an error event."""
     encoder = ChunkEncoder(job)
     reply = first
+    finished = False
     try:
         while True:
             if reply.kind is ReplyKind.DELTA:
@@ -173,10 +224,12 @@ async def _events(
             elif reply.kind is ReplyKind.DONE:
                 if job.include_usage and reply.usage:
                     yield encoder.usage(reply.usage)
+                finished = True
                 yield DONE_EVENT
                 return
             else:
                 assert reply.error is not None
+                finished = True
                 yield encoder.error(error_body(reply.error))
                 return
             try:
@@ -185,4 +238,7 @@ async def _events(
                 yield encoder.error(exc.body())
                 return
     finally:
-        gw.dispatcher.close(job.id)
+        if finished:
+            gw.dispatcher.close(job.id)
+        else:
+            gw.abandon(job.id)  # client gone, deadline passed or reply lost: free the worker

@@ -34,3 +34,7 @@ class ChatCompletionRequest(BaseModel):
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
     timeout: float | None = Field(default=None, gt=0)
+    stream_timeout: float | None = Field(default=None, gt=0)
+    num_retries: int | None = Field(default=None, ge=0, le=10)
+    fallbacks: list[str] | None = None
+    disable_fallbacks: bool = False

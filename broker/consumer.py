@@ -1,11 +1,14 @@
-"""The workers' side of the streams: pull jobs, publish replies, acknowledge after the terminal.
+"""The workers' side of the streams: pull jobs, publish replies, then acknowledge or move them.
 
-A job stays in the consumer group's pending list until `complete` has published its terminal
-reply, so a worker that dies mid-job leaves it there for another worker to reclaim.
+A job stays in the consumer group's pending list until one of `complete`, `retry_later`,
+`move_to` or `dead_letter` has put its outcome somewhere durable (a published terminal reply, the
+delayed set, another group's stream, the dead-letter stream) in the same MULTI that acknowledges
+it. A worker that dies mid-job leaves it pending; `reclaim` hands it to a live worker.
 """
 
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pydantic import ValidationError
@@ -15,8 +18,19 @@ from broker.connection import Redis, translate_errors
 from broker.keys import CONSUMER_GROUP, JOB_FIELD, Keys
 from broker.messages import Job, Reply
 from broker.queue import ensure_group
+from broker.scripts import LuaScript
 
 log = logging.getLogger("inferq.broker")
+
+# Move jobs whose backoff has passed from the delayed set back onto the stream.
+_PROMOTE = LuaScript("""
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, job in ipairs(due) do
+  redis.call('XADD', KEYS[2], '*', ARGV[3], job)
+  redis.call('ZREM', KEYS[1], job)
+end
+return #due
+""")
 
 
 @dataclass(frozen=True)
@@ -27,10 +41,11 @@ class Delivery:
     job: Job | None
     raw: bytes
     problem: str | None = None
+    times_delivered: int = 1
 
 
 class GroupConsumer:
-    """One consumer (a worker's deployment slot pool) in a model group's consumer group."""
+    """One consumer (a worker's deployment) in a model group's consumer group."""
 
     def __init__(self, redis: Redis, keys: Keys, group: str, consumer: str) -> None:
         self._redis = redis
@@ -58,33 +73,141 @@ class GroupConsumer:
                 deliveries.append(_decode(entry_id, fields))
         return deliveries
 
-    async def publish(self, channel: str, reply: Reply) -> None:
-        """Send one non-terminal reply message."""
+    async def publish(self, job: Job, reply: Reply) -> None:
+        """Send one non-terminal reply; a stream job's progress is recorded with it, atomically,
+        so a worker that takes over after a crash continues where the client is."""
+        assert job.reply_to is not None
+        data = reply.encode()
         async with translate_errors():
-            await self._redis.publish(channel, reply.encode())
-
-    async def complete(self, delivery: Delivery, channel: str | None, reply: Reply) -> None:
-        """Publish the terminal reply, then acknowledge and delete the entry, in one round trip.
-
-        The pipeline keeps the order: the acknowledgement never precedes the terminal message.
-        """
-        async with translate_errors():
-            pipe = self._redis.pipeline(transaction=False)
-            if channel:
-                pipe.publish(channel, reply.encode())
-            pipe.xack(self._stream, CONSUMER_GROUP, delivery.entry_id)
-            pipe.xdel(self._stream, delivery.entry_id)
+            if not job.stream:
+                await self._redis.publish(job.reply_to, data)
+                return
+            progress = self._keys.progress(self.group, job.id)
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.publish(job.reply_to, data)
+            pipe.rpush(progress, data)
+            pipe.expireat(progress, int(job.deadline) + 60)
             await pipe.execute()
 
-    async def dead_letter(self, delivery: Delivery, reason: str) -> None:
-        """Move an entry that cannot be served to the group's dead-letter stream."""
+    async def complete(self, delivery: Delivery, job: Job | None, reply: Reply | None) -> None:
+        """Publish the terminal reply (if anyone listens), then acknowledge and delete the entry.
+
+        One MULTI: the acknowledgement never happens without the terminal message.
+        """
+        async with translate_errors():
+            pipe = self._redis.pipeline(transaction=True)
+            if job is not None and job.reply_to and reply is not None:
+                pipe.publish(job.reply_to, reply.encode())
+            self._ack(pipe, delivery, job)
+            await pipe.execute()
+
+    async def retry_later(self, delivery: Delivery, job: Job, ready_at: float) -> None:
+        """Acknowledge this delivery and park the job until `ready_at`; any deployment of the
+        group may then take it."""
+        async with translate_errors():
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.zadd(self._keys.delayed(self.group), {job.encode(): ready_at})
+            self._ack(pipe, delivery, job)
+            await pipe.execute()
+
+    async def move_to(self, delivery: Delivery, job: Job) -> None:
+        """Acknowledge this delivery and append the job to another group's stream (fallback)."""
+        await ensure_group(self._redis, self._keys, job.group)
+        async with translate_errors():
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.xadd(self._keys.jobs(job.group), {JOB_FIELD: job.encode()})
+            self._ack(pipe, delivery, job)
+            await pipe.execute()
+
+    async def dead_letter(
+        self, delivery: Delivery, reason: str, reply: Reply | None = None
+    ) -> None:
+        """Move an entry that cannot be served to the group's dead-letter stream, telling its
+        client (when there is one) with `reply`."""
         fields: dict[Any, Any] = {JOB_FIELD: delivery.raw, b"reason": reason.encode()}
+        job = delivery.job
         async with translate_errors():
             pipe = self._redis.pipeline(transaction=True)
             pipe.xadd(self._keys.dead(self.group), fields, maxlen=10_000, approximate=True)
-            pipe.xack(self._stream, CONSUMER_GROUP, delivery.entry_id)
-            pipe.xdel(self._stream, delivery.entry_id)
+            if job is not None and job.reply_to and reply is not None:
+                pipe.publish(job.reply_to, reply.encode())
+            self._ack(pipe, delivery, job)
             await pipe.execute()
+
+    def _ack(self, pipe: Any, delivery: Delivery, job: Job | None) -> None:
+        pipe.xack(self._stream, CONSUMER_GROUP, delivery.entry_id)
+        pipe.xdel(self._stream, delivery.entry_id)
+        if job is not None and job.stream:
+            pipe.delete(self._keys.progress(self.group, job.id))
+
+    async def progress(self, job: Job) -> list[Reply]:
+        """The reply messages a previous holder of this stream job already published."""
+        async with translate_errors():
+            raw = await self._redis.lrange(self._keys.progress(self.group, job.id), 0, -1)
+        return [Reply.model_validate_json(r) for r in raw]
+
+    async def promote_due(self, limit: int = 100) -> int:
+        """Put jobs whose retry backoff has passed back on the stream; returns how many."""
+        async with translate_errors():
+            moved = await _PROMOTE(
+                self._redis,
+                [self._keys.delayed(self.group), self._stream],
+                [time.time(), limit, JOB_FIELD],
+            )
+        return int(moved)
+
+    async def reclaim(self, count: int) -> list[Delivery]:
+        """Claim up to `count` pending jobs of consumers whose worker heartbeat has expired.
+
+        Liveness comes from heartbeats, not from idle time: a long generation on a live worker
+        is never stolen, and a dead worker's jobs move within one heartbeat TTL.
+        """
+        async with translate_errors():
+            try:
+                consumers: Any = await self._redis.xinfo_consumers(self._stream, CONSUMER_GROUP)
+            except ResponseError:
+                return []  # no stream or group yet
+            others = [c for c in consumers if _name(c) != self.consumer]
+            if not others:
+                return []
+            pipe = self._redis.pipeline(transaction=False)
+            for c in others:
+                pipe.exists(self._keys.worker(_name(c)))
+            alive = await pipe.execute()
+            claimed: list[Delivery] = []
+            for c, is_alive in zip(others, alive, strict=True):
+                if is_alive:
+                    continue
+                if not int(c.get("pending", 0)):
+                    await self._redis.xgroup_delconsumer(self._stream, CONSUMER_GROUP, _name(c))
+                    continue
+                if len(claimed) < count:
+                    claimed += await self._claim_from(_name(c), count - len(claimed))
+        return claimed
+
+    async def _claim_from(self, dead: str, count: int) -> list[Delivery]:
+        pending: Any = await self._redis.xpending_range(
+            self._stream, CONSUMER_GROUP, min="-", max="+", count=count, consumername=dead
+        )
+        if not pending:
+            return []
+        times = {p["message_id"]: int(p["times_delivered"]) for p in pending}
+        # min_idle_time: of two live workers claiming at once, only the first gets each entry.
+        entries: Any = await self._redis.xclaim(
+            self._stream, CONSUMER_GROUP, self.consumer, min_idle_time=1000, message_ids=list(times)
+        )
+        result = []
+        for entry_id, fields in entries:
+            delivery = _decode(entry_id, fields or {})
+            result.append(replace(delivery, times_delivered=times.get(entry_id, 1) + 1))
+        if result:
+            log.warning("reclaimed %d jobs from dead worker %s", len(result), dead)
+        return result
+
+
+def _name(consumer: Any) -> str:
+    name = consumer.get("name")
+    return name.decode() if isinstance(name, bytes) else str(name)
 
 
 def _decode(entry_id: bytes, fields: dict[bytes, bytes]) -> Delivery:

@@ -16,3 +16,17 @@ class BrokerUnavailable(BrokerError):
 
 class ReplyLost(BrokerError):
     """Messages for a job were lost on the way back; the answer would be truncated."""
+
+
+class QueueFull(BrokerError):
+    """A model group's queue holds `limit` jobs already; the job was not added."""
+
+    def __init__(self, group: str, depth: int, limit: int) -> None:
+        super().__init__(f"model group {group} has {depth} jobs queued (limit {limit})")
+        self.group = group
+        self.depth = depth
+        self.limit = limit
+
+
+class ReplyAborted(BrokerError):
+    """The reader of a reply stream stopped waiting (e.g. its client disconnected)."""

@@ -23,6 +23,30 @@ class Keys:
         """Dead-letter stream of a model group: jobs that could not be processed."""
         return f"{self.prefix}:{{{group}}}:dead"
 
+    def delayed(self, group: str) -> str:
+        """Sorted set of jobs waiting out a retry backoff, scored by when they may run."""
+        return f"{self.prefix}:{{{group}}}:delayed"
+
+    def progress(self, group: str, job_id: str) -> str:
+        """List of the reply messages a stream job has published so far (for a reclaimer)."""
+        return f"{self.prefix}:{{{group}}}:progress:{job_id}"
+
+    def failures(self, group: str, deployment: str) -> str:
+        """Counter of a deployment's failures in the current minute."""
+        return f"{self.prefix}:{{{group}}}:fails:{deployment}"
+
+    def cooldown(self, group: str, deployment: str) -> str:
+        """Present (with a TTL) while a deployment cools down."""
+        return f"{self.prefix}:{{{group}}}:cooldown:{deployment}"
+
+    def usage_window(self, group: str, deployment: str, minute: int) -> str:
+        """Hash of requests and tokens a deployment used in one minute (rpm/tpm pacing)."""
+        return f"{self.prefix}:{{{group}}}:window:{deployment}:{minute}"
+
+    def cancel(self) -> str:
+        """Pub/sub channel on which API processes announce cancelled jobs to every worker."""
+        return f"{self.prefix}:cancel"
+
     def reply(self, api_id: str) -> str:
         """Pub/sub channel an API process listens on for all of its jobs' replies."""
         return f"{self.prefix}:reply:{api_id}"

@@ -38,6 +38,13 @@ class Job(BaseModel):
     created: float
     deadline: float
     attempts: list[Attempt] = Field(default_factory=list)
+    num_retries: int | None = Field(default=None, ge=0, le=10)  # per-request override
+    retries: int = 0  # retries used in the current group
+    stream_timeout: float | None = Field(default=None, gt=0)  # bound on time to first token
+    # Continuation state: the next reply sequence number, and the assistant text the client has
+    # already received (a stream that moves to another deployment carries on from there).
+    seq: int = Field(default=0, ge=0)
+    prefix: str = ""
 
     def encode(self) -> bytes:
         """Serialize for XADD (orjson: the body can be large)."""

@@ -5,8 +5,10 @@ from dataclasses import dataclass
 from redis.exceptions import ResponseError
 
 from broker.connection import Redis, translate_errors
+from broker.errors import QueueFull
 from broker.keys import CONSUMER_GROUP, JOB_FIELD, Keys
 from broker.messages import Job
+from broker.scripts import LuaScript
 
 
 @dataclass(frozen=True)
@@ -30,10 +32,29 @@ async def ensure_group(redis: Redis, keys: Keys, group: str) -> None:
                 raise
 
 
-async def enqueue(redis: Redis, keys: Keys, job: Job) -> str:
-    """Append a job to its group's stream; returns the stream entry id."""
+# Admission and append in one round trip: the stream holds waiting + running jobs (workers
+# delete what they acknowledge), so its length is the group's queue depth.
+_ADMIT = LuaScript("""
+local depth = redis.call('XLEN', KEYS[1])
+if depth >= tonumber(ARGV[2]) then return {0, depth} end
+return {1, redis.call('XADD', KEYS[1], '*', ARGV[3], ARGV[1])}
+""")
+
+
+async def enqueue(redis: Redis, keys: Keys, job: Job, limit: int | None = None) -> str:
+    """Append a job to its group's stream; returns the entry id.
+
+    With `limit`, refuses (QueueFull) when the group's queue already holds that many jobs,
+    instead of growing without bound or trimming work nobody has done.
+    """
+    stream = keys.jobs(job.group)
     async with translate_errors():
-        entry = await redis.xadd(keys.jobs(job.group), {JOB_FIELD: job.encode()})
+        if limit is None:
+            entry = await redis.xadd(stream, {JOB_FIELD: job.encode()})
+        else:
+            admitted, entry = await _ADMIT(redis, [stream], [job.encode(), limit, JOB_FIELD])
+            if not admitted:
+                raise QueueFull(job.group, int(entry), limit)
     return entry.decode() if isinstance(entry, bytes) else str(entry)
 
 

@@ -13,34 +13,63 @@ from contextlib import suppress
 from pydantic import ValidationError
 
 from broker.connection import UNAVAILABLE, PubSub, Redis
-from broker.errors import ReplyLost
+from broker.errors import ReplyAborted, ReplyLost
 from broker.messages import Reply
 
 log = logging.getLogger("inferq.broker")
 
-_LOST = object()
+# Past this many bytes queued for one job, its reader is too slow: the stream is failed rather
+# than letting a slow client grow the API's memory without bound.
+MAX_BUFFERED_BYTES = 4 * 1024 * 1024
+
+
+class _Marker:
+    def __init__(self, error: type[Exception], message: str) -> None:
+        self.error = error
+        self.message = message
+
+
+_LOST = _Marker(ReplyLost, "the reply channel was interrupted; the answer would be incomplete")
+_OVERFLOW = _Marker(ReplyLost, "the client reads too slowly; the stream was stopped")
 
 
 class ReplyStream:
-    """The replies of one job, in order; raises ReplyLost instead of returning a gap."""
+    """The replies of one job, in order: duplicates are skipped, a gap raises ReplyLost."""
 
     def __init__(self, job_id: str) -> None:
         self.job_id = job_id
-        self._queue: asyncio.Queue[Reply | object] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[Reply | _Marker, int]] = asyncio.Queue()
         self._next_seq = 0
+        self._buffered = 0
+        self._failed = False
 
-    def _put(self, item: Reply | object) -> None:
-        self._queue.put_nowait(item)
+    def _put(self, item: Reply | _Marker, size: int = 0) -> None:
+        if self._failed:
+            return
+        self._buffered += size
+        if self._buffered > MAX_BUFFERED_BYTES:
+            item, self._failed = _OVERFLOW, True
+        elif isinstance(item, _Marker):
+            self._failed = True
+        self._queue.put_nowait((item, size))
+
+    def abort(self, message: str) -> None:
+        """Make the reader's pending or next `next()` raise ReplyAborted."""
+        self._put(_Marker(ReplyAborted, message))
 
     async def next(self) -> Reply:
         """The next reply message; wrap in `asyncio.timeout` to bound the wait."""
-        item = await self._queue.get()
-        if not isinstance(item, Reply):
-            raise ReplyLost("the reply channel was interrupted; the answer would be incomplete")
-        if item.seq != self._next_seq:
-            raise ReplyLost(f"reply message {self._next_seq} never arrived (got {item.seq})")
-        self._next_seq += 1
-        return item
+        while True:
+            item, size = await self._queue.get()
+            self._buffered -= size
+            if isinstance(item, _Marker):
+                raise item.error(item.message)
+            if item.seq < self._next_seq:
+                continue  # a duplicate (a job served twice after a reconnect): already delivered
+            if item.seq != self._next_seq:
+                raise ReplyLost(f"reply message {self._next_seq} never arrived (got {item.seq})")
+            self._next_seq += 1
+            return item
 
 
 class ReplyDispatcher:
@@ -131,7 +160,7 @@ class ReplyDispatcher:
             return
         stream = self._streams.get(reply.job)
         if stream is not None:
-            stream._put(reply)
+            stream._put(reply, len(data))
 
     def _fail_all(self) -> None:
         for stream in self._streams.values():

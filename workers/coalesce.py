@@ -15,23 +15,32 @@ _TEXT_OR_ROLE = frozenset({"content", "role"})
 class Coalescer:
     """Accumulates chunk `choices` lists between two publishes."""
 
-    def __init__(self) -> None:
+    def __init__(self, skip_role: bool = False) -> None:
+        self._skip_role = skip_role  # continuing an answer: the client has its role already
         self._items: list[Choices] = []
+        self._visible = False
         self.finish_reasons: dict[int, str] = {}
         self.content_chunks = 0  # backend chunks carrying output (≈ tokens for llama.cpp)
         self.text_chars = 0
 
     def add(self, choices: Choices) -> None:
         """Take the choices of one backend chunk."""
+        if self._skip_role:
+            choices = [
+                {**c, "delta": {k: v for k, v in (c.get("delta") or {}).items() if k != "role"}}
+                for c in choices
+            ]
         for choice in choices:
             delta = choice.get("delta") or {}
             content = delta.get("content")
             if content or delta.get("tool_calls") or delta.get("function_call"):
                 self.content_chunks += 1
                 self.text_chars += len(content or "")
+                self._visible = True
             reason = choice.get("finish_reason")
             if reason:
                 self.finish_reasons[int(choice.get("index", 0))] = reason
+                self._visible = True
         if self._items and _mergeable(self._items[-1], choices):
             for mine, theirs in zip(self._items[-1], choices, strict=True):
                 mine["delta"]["content"] = (mine["delta"].get("content") or "") + (
@@ -40,9 +49,15 @@ class Coalescer:
         else:
             self._items.append(choices)
 
+    @property
+    def visible(self) -> bool:
+        """True when what is held carries output (text, tool calls) or a finish_reason."""
+        return self._visible and bool(self._items)
+
     def drain(self) -> list[Choices]:
         """Everything accumulated since the last drain."""
         items, self._items = self._items, []
+        self._visible = False
         return items
 
     def __bool__(self) -> bool:

@@ -17,6 +17,8 @@ class ProviderError(Exception):
     status = 502
     type = "api_error"
     retryable = True
+    # Whether another model group may do better (a deployment fault, not the request's).
+    fallback = True
 
     def __init__(
         self,
@@ -75,6 +77,8 @@ class BackendRejected(ProviderError):
     ) -> None:
         super().__init__(message, status=status, code=code, param=param, retry_after=retry_after)
         self.retryable = status in (408, 409, 429)
+        # Our credentials or model id are wrong at this provider: the request itself is fine.
+        self.fallback = self.retryable or status in (401, 403, 404)
         if status in (401, 403):
             # The provider refused *our* credentials: the client's key is fine; say so.
             self.type = "authentication_error"

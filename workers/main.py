@@ -6,6 +6,7 @@ import signal
 
 import httpx
 
+from broker.cancel import CancelListener
 from broker.connection import connect
 from broker.keys import Keys
 from config import Deployment, GatewayConfig
@@ -52,11 +53,27 @@ async def serve(
     redis = connect(redis_url, max_connections=slots + 4 * len(usable), blocking_reads=True)
     keys = Keys(config.fabric.key_prefix)
     transport = AiohttpTransport(max_connections=slots)
+    workers: list[DeploymentWorker] = []
+
+    def on_cancel(job_id: str) -> None:
+        for worker in workers:
+            worker.cancel(job_id)
+
+    listener = connect(redis_url, max_connections=2, blocking_reads=True)
+    cancels = CancelListener(listener, keys, on_cancel)
+    cancels.start()
     async with httpx.AsyncClient(transport=transport, trust_env=False) as http:
-        workers = [DeploymentWorker(d, redis, keys, provider_for(d, http)) for d in usable]
+        workers += [
+            DeploymentWorker(
+                d, config, redis, provider_for(d, http), is_cancelled=cancels.__contains__
+            )
+            for d in usable
+        ]
         try:
             await asyncio.gather(*(w.run(stop) for w in workers))
         finally:
+            await cancels.stop()
+            await listener.aclose()
             await redis.aclose()
 
 

@@ -1,7 +1,8 @@
 """The worker run loop for one deployment: poll → start jobs under a bounded slot count → reap.
 
-A job is acknowledged only after its terminal reply is published (`GroupConsumer.complete`);
-anything that goes wrong before that leaves it pending for another worker.
+Around the loop: heartbeats (so others know we live), promotion of retries whose backoff has
+passed, reclaiming jobs of workers whose heartbeat expired, cooldown after repeated failures,
+rpm/tpm pacing, and cancellation of jobs whose client went away.
 """
 
 import asyncio
@@ -10,75 +11,23 @@ import logging
 import os
 import socket
 import time
-from typing import Any
+from collections.abc import Callable
 
+from broker.connection import Redis
 from broker.consumer import Delivery, GroupConsumer
 from broker.errors import BrokerError
 from broker.keys import Keys
-from broker.messages import ErrorInfo, Job, Reply, ReplyKind
+from broker.limits import DeploymentLimits
+from broker.messages import Attempt, ErrorInfo, Job, ReplyKind
 from broker.queue import ensure_group
 from broker.registry import WorkerInfo, deregister, heartbeat
-from config import Deployment
-from workers.coalesce import Coalescer
-from workers.errors import BackendProtocolError, ProviderError
+from config import Deployment, GatewayConfig
+from workers.attempt import ReplyWriter, run_attempt
+from workers.errors import ProviderError
+from workers.policy import Action, next_step
 from workers.providers import Provider
-from workers.usage import counted_usage
 
 log = logging.getLogger("inferq.worker")
-
-# Fields a client may send that are for the gateway, not the backend.
-_GATEWAY_FIELDS = frozenset({"stream_options"})
-
-
-class ReplyWriter:
-    """Numbers and sends one job's reply messages; the terminal one also acknowledges."""
-
-    def __init__(self, consumer: GroupConsumer, delivery: Delivery, job: Job, dep: str) -> None:
-        self._consumer = consumer
-        self._delivery = delivery
-        self._job = job
-        self._deployment = dep
-        self._seq = 0
-
-    def _reply(self, kind: ReplyKind, **fields: Any) -> Reply:
-        reply = Reply(
-            job=self._job.id,
-            seq=self._seq,
-            kind=kind,
-            group=self._job.group,
-            deployment=self._deployment,
-            attempts=len(self._job.attempts) + 1,
-            **fields,
-        )
-        self._seq += 1
-        return reply
-
-    async def delta(self, chunks: list[list[dict[str, Any]]]) -> None:
-        """Send coalesced chunks to the waiting client (if any)."""
-        if self._job.reply_to:
-            await self._consumer.publish(
-                self._job.reply_to, self._reply(ReplyKind.DELTA, chunks=chunks)
-            )
-
-    async def finish(self, kind: ReplyKind, **fields: Any) -> None:
-        """Send the terminal message and acknowledge the job."""
-        await self._consumer.complete(
-            self._delivery, self._job.reply_to, self._reply(kind, **fields)
-        )
-
-
-def backend_body(job: Job, deployment: Deployment) -> dict[str, Any]:
-    """The request for the backend: config defaults, overridden by what the client sent."""
-    body = dict(deployment.defaults)
-    body.update((k, v) for k, v in job.body.items() if v is not None and k not in _GATEWAY_FIELDS)
-    body["model"] = deployment.upstream_model
-    if job.stream:
-        body["stream"] = True
-        # Ask for a usage chunk; servers that ignore it (llama.cpp) get their tokens counted.
-        body["stream_options"] = {"include_usage": True}
-    else:
-        body.pop("stream", None)
-    return body
 
 
 class DeploymentWorker:
@@ -87,42 +36,59 @@ class DeploymentWorker:
     def __init__(
         self,
         deployment: Deployment,
-        redis: Any,
-        keys: Keys,
+        config: GatewayConfig,
+        redis: Redis,
         provider: Provider,
         *,
         block_ms: int = 1000,
         heartbeat_interval: float = 2.0,
         grace_period: float = 30.0,
+        is_cancelled: Callable[[str], bool] | None = None,
     ) -> None:
         self.deployment = deployment
         self.id = f"{socket.gethostname()}-{os.getpid()}-{deployment.id}"
+        self._config = config
         self._redis = redis
-        self._keys = keys
+        self._keys = Keys(config.fabric.key_prefix)
         self._provider = provider
-        self._consumer = GroupConsumer(redis, keys, deployment.group, self.id)
+        self._consumer = GroupConsumer(redis, self._keys, deployment.group, self.id)
+        self._limits = DeploymentLimits(redis, self._keys, deployment.group, deployment.id)
         self._slots = deployment.max_parallel_requests
         self._block_ms = block_ms
         self._heartbeat_interval = heartbeat_interval
         self._grace = grace_period
+        self._is_cancelled = is_cancelled or (lambda _job_id: False)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._cancelled: set[str] = set()
+        self._cooldown_until = 0.0
         self._started = time.time()
         self.done = 0
         self.failed = 0
 
+    # ---- the loop -------------------------------------------------------------------------
+
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until `stop` is set, then finish in-flight jobs within the grace period."""
-        beat = asyncio.create_task(self._heartbeats(stop), name=f"heartbeat-{self.id}")
         await self._wait_for_redis(stop)
+        house = asyncio.create_task(self._housekeeping(stop), name=f"housekeeping-{self.id}")
         log.info("worker %s serving %s (%d slots)", self.id, self.deployment.group, self._slots)
         backoff = 0.1
+        next_reclaim = 0.0
         while not stop.is_set():
             free = self._slots - len(self._tasks)
             if free <= 0:
                 await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
                 continue
             try:
-                deliveries = await self._consumer.read(free, self._block_ms)
+                if await self._paused(stop):
+                    continue
+                deliveries: list[Delivery] = []
+                if time.monotonic() >= next_reclaim:
+                    next_reclaim = time.monotonic() + self._heartbeat_interval
+                    deliveries = await self._consumer.reclaim(free)
+                if not deliveries:
+                    deliveries = await self._read(free)
                 backoff = 0.1
             except BrokerError as exc:
                 log.warning("worker %s cannot read jobs: %s", self.id, exc)
@@ -130,20 +96,57 @@ class DeploymentWorker:
                 backoff = min(backoff * 2, 2.0)
                 continue
             for delivery in deliveries:
-                task = asyncio.create_task(self._serve(delivery))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                self._start(delivery)
         await self._drain()
-        beat.cancel()
+        house.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await house
         with contextlib.suppress(BrokerError):  # else the heartbeat TTL removes us anyway
             await deregister(self._redis, self._keys, self.id)
         log.info("worker %s stopped (%d done, %d failed)", self.id, self.done, self.failed)
+
+    def cancel(self, job_id: str) -> None:
+        """The job's client is gone: abort it if it runs here."""
+        task = self._running.get(job_id)
+        if task is not None:
+            self._cancelled.add(job_id)
+            task.cancel()
+
+    async def _read(self, free: int) -> list[Delivery]:
+        dep = self.deployment
+        if not (dep.rpm or dep.tpm):
+            return await self._consumer.read(free, self._block_ms)
+        granted, wait = await self._limits.grant(free, dep.rpm, dep.tpm)
+        if not granted:
+            await asyncio.sleep(min(wait, 1.0))
+            return []
+        deliveries = await self._consumer.read(granted, self._block_ms)
+        await self._limits.give_back(granted - len(deliveries))
+        return deliveries
+
+    async def _paused(self, stop: asyncio.Event) -> bool:
+        """True (after a short wait) while this deployment cools down."""
+        left = self._cooldown_until - time.monotonic()
+        if left <= 0:
+            return False
+        await _sleep_or_stop(stop, min(left, 0.5))
+        return True
+
+    def _start(self, delivery: Delivery) -> None:
+        task = asyncio.create_task(self._serve(delivery))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        if delivery.job is not None:
+            job_id = delivery.job.id
+            self._running[job_id] = task
+            task.add_done_callback(lambda _t: self._running.pop(job_id, None))
 
     async def _wait_for_redis(self, stop: asyncio.Event) -> None:
         backoff = 0.1
         while not stop.is_set():
             try:
                 await ensure_group(self._redis, self._keys, self.deployment.group)
+                await self._beat()
                 return
             except BrokerError as exc:
                 log.warning("worker %s waiting for Redis: %s", self.id, exc)
@@ -160,117 +163,176 @@ class DeploymentWorker:
         if pending:
             await asyncio.wait(pending)
 
-    async def _heartbeats(self, stop: asyncio.Event) -> None:
-        ttl = self._heartbeat_interval * 3
+    async def _housekeeping(self, stop: asyncio.Event) -> None:
+        """Heartbeat and cooldown view every interval; promote due retries four times a second."""
+        next_beat = 0.0
         while not stop.is_set():
-            info = WorkerInfo(
-                id=self.id,
-                group=self.deployment.group,
-                deployment=self.deployment.id,
-                host=socket.gethostname(),
-                pid=os.getpid(),
-                slots=self._slots,
-                started=self._started,
-                in_flight=len(self._tasks),
-                done=self.done,
-                failed=self.failed,
-            )
-            with contextlib.suppress(BrokerError):  # the read loop reports the outage
-                await heartbeat(self._redis, self._keys, info, ttl)
-            await _sleep_or_stop(stop, self._heartbeat_interval)
+            with contextlib.suppress(BrokerError):  # the read loop reports outages
+                if time.monotonic() >= next_beat:
+                    next_beat = time.monotonic() + self._heartbeat_interval
+                    await self._beat()
+                    left = await self._limits.cooldown_left()
+                    self._cooldown_until = max(self._cooldown_until, time.monotonic() + left)
+                await self._consumer.promote_due()
+            await _sleep_or_stop(stop, 0.25)
+
+    async def _beat(self) -> None:
+        info = WorkerInfo(
+            id=self.id,
+            group=self.deployment.group,
+            deployment=self.deployment.id,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            slots=self._slots,
+            started=self._started,
+            in_flight=len(self._tasks),
+            done=self.done,
+            failed=self.failed,
+        )
+        await heartbeat(self._redis, self._keys, info, self._heartbeat_interval * 3)
+
+    # ---- one job --------------------------------------------------------------------------
 
     async def _serve(self, delivery: Delivery) -> None:
         job = delivery.job
-        if job is None:
-            await self._poison(delivery)
-            return
-        writer = ReplyWriter(self._consumer, delivery, job, self.deployment.id)
         try:
-            error = await self._attempt(job, writer)
+            if job is None:
+                await self._poison(delivery)
+            elif delivery.times_delivered > self._config.fabric.max_deliveries:
+                await self._give_up(delivery, job)
+            elif self._is_cancelled(job.id):
+                await self._consumer.complete(delivery, job, None)
+            else:
+                await self._serve_job(delivery, await self._resume(delivery, job))
         except BrokerError as exc:
             # Not acknowledged: the job stays pending and is served again later.
-            log.warning("job %s: Redis failed mid-job (%s); left pending", job.id, exc)
-            return
-        if error is None:
-            self.done += 1
-            return
-        self.failed += 1
-        try:
-            await writer.finish(ReplyKind.ERROR, error=error)
-        except BrokerError as exc:
-            log.warning("job %s: cannot report its error (%s); left pending", job.id, exc)
+            log.warning("entry %s: Redis failed mid-job (%s); left pending", delivery.entry_id, exc)
+        except asyncio.CancelledError:
+            if job is None or job.id not in self._cancelled:
+                raise  # shutting down: leave the job pending for another worker
+            self._cancelled.discard(job.id)
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            log.info("job %s cancelled by its client; backend call aborted", job.id)
+            with contextlib.suppress(BrokerError):
+                await self._consumer.complete(delivery, job, None)
 
-    async def _attempt(self, job: Job, writer: ReplyWriter) -> ErrorInfo | None:
-        """Serve the job; return the error to report, or None when it completed."""
-        remaining = job.deadline - time.time()
-        if remaining <= 0:
-            return ErrorInfo(
-                status=504, type="timeout", message="request timed out while queued", code="timeout"
+    async def _resume(self, delivery: Delivery, job: Job) -> Job:
+        """A reclaimed stream job carries on after what its client already received."""
+        if delivery.times_delivered <= 1 or not job.stream:
+            return job
+        sent = await self._consumer.progress(job)
+        if not sent:
+            return job
+        text = "".join(
+            (c.get("delta") or {}).get("content") or ""
+            for r in sent
+            for choices in r.chunks or []
+            for c in choices
+            if c.get("index", 0) == 0
+        )
+        return job.model_copy(update={"seq": sent[-1].seq + 1, "prefix": job.prefix + text})
+
+    async def _serve_job(self, delivery: Delivery, job: Job) -> None:
+        writer = ReplyWriter(self._consumer, job, self.deployment.id)
+        if job.deadline <= time.time():
+            error = ErrorInfo(
+                status=504, type="timeout", code="timeout", message="request timed out while queued"
             )
+            self.failed += 1
+            await self._consumer.complete(delivery, job, writer.reply(ReplyKind.ERROR, error=error))
+            return
         try:
-            async with asyncio.timeout(remaining):
-                if job.stream:
-                    await self._stream(job, writer)
-                else:
-                    await self._complete(job, writer)
-        except TimeoutError:
-            return ErrorInfo(
-                status=504,
-                type="timeout",
-                code="timeout",
-                message=f"request timed out: no complete answer from {self.deployment.id} in time",
-            )
+            done = await run_attempt(self._provider, self.deployment, job, writer)
         except ProviderError as exc:
-            log.info("job %s failed on %s: %s", job.id, self.deployment.id, exc.message)
-            return exc.info()
-        except BrokerError:
-            raise
+            await self._failed(delivery, job, writer, exc)
+            return
         except Exception:
             log.exception("job %s: unexpected error on %s", job.id, self.deployment.id)
-            return ErrorInfo(status=500, type="api_error", message="internal error in the worker")
-        return None
+            error = ErrorInfo(status=500, type="api_error", message="internal error in the worker")
+            self.failed += 1
+            await self._consumer.complete(delivery, job, writer.reply(ReplyKind.ERROR, error=error))
+            return
+        await self._consumer.complete(delivery, job, done)
+        self.done += 1
+        if self.deployment.tpm and done.usage:
+            await self._limits.add_tokens(int(done.usage.get("total_tokens") or 0))
 
-    async def _complete(self, job: Job, writer: ReplyWriter) -> None:
-        body = backend_body(job, self.deployment)
-        response = await self._provider.complete(self.deployment, body)
-        usage = response.get("usage")
-        source = "backend"
-        if not usage:
-            text = "".join(
-                str((c.get("message") or {}).get("content") or "") for c in response["choices"]
+    async def _failed(
+        self, delivery: Delivery, job: Job, writer: ReplyWriter, exc: ProviderError
+    ) -> None:
+        if exc.retryable:
+            await self._count_failure()
+        step = next_step(
+            job,
+            exc,
+            visible=writer.visible,
+            default_retries=self._config.router.num_retries,
+            now=time.time(),
+        )
+        attempts = [
+            *job.attempts,
+            Attempt(
+                group=job.group, deployment=self.deployment.id, error=exc.message, at=time.time()
+            ),
+        ]
+        log.info(
+            "job %s failed on %s (%s): %s",
+            job.id,
+            self.deployment.id,
+            exc.message,
+            step.action.value,
+        )
+        if step.action is Action.RETRY:
+            retry = job.model_copy(update={"attempts": attempts, "retries": job.retries + 1})
+            await self._consumer.retry_later(delivery, retry, time.time() + step.delay)
+        elif step.action is Action.FALLBACK:
+            moved = job.model_copy(
+                update={
+                    "attempts": attempts,
+                    "group": job.fallbacks[0],
+                    "fallbacks": job.fallbacks[1:],
+                    "retries": 0,
+                    "seq": writer.seq,
+                    "prefix": job.prefix + writer.text,
+                }
             )
-            usage, source = counted_usage(body, max(1, len(text) // 4)), "counted"
-        await writer.finish(ReplyKind.DONE, response=response, usage=usage, usage_source=source)
+            await self._consumer.move_to(delivery, moved)
+        else:
+            self.failed += 1
+            await self._consumer.complete(
+                delivery, job, writer.reply(ReplyKind.ERROR, error=exc.info())
+            )
 
-    async def _stream(self, job: Job, writer: ReplyWriter) -> None:
-        body = backend_body(job, self.deployment)
-        coalescer = Coalescer()
-        usage: dict[str, Any] | None = None
-        async for chunks in self._provider.stream(self.deployment, body):
-            for chunk in chunks:
-                if chunk.get("usage"):
-                    usage = chunk["usage"]
-                choices = chunk.get("choices")
-                if choices:
-                    coalescer.add(choices)
-            if coalescer:
-                await writer.delta(coalescer.drain())
-        if not coalescer.finish_reasons:
-            raise BackendProtocolError(
-                f"{self.deployment.id}: the stream ended without a finish_reason"
+    async def _count_failure(self) -> None:
+        router = self._config.router
+        if await self._limits.record_failure(router.allowed_fails, router.cooldown_time):
+            log.warning(
+                "deployment %s cools down for %gs after %d failures in a minute",
+                self.deployment.id,
+                router.cooldown_time,
+                router.allowed_fails + 1,
             )
-        source = "backend"
-        if not usage:
-            usage, source = counted_usage(body, coalescer.content_chunks), "counted"
-        await writer.finish(ReplyKind.DONE, usage=usage, usage_source=source)
+            self._cooldown_until = time.monotonic() + router.cooldown_time
+
+    async def _give_up(self, delivery: Delivery, job: Job) -> None:
+        deliveries = delivery.times_delivered - 1
+        message = (
+            f"the job was abandoned {deliveries} times by workers that stopped while serving it "
+            "(crash, kill or an input that breaks them); it is in the dead-letter stream"
+        )
+        log.error("job %s: %s", job.id, message)
+        self.failed += 1
+        resumed = await self._resume(delivery, job)
+        error = ErrorInfo(status=502, type="api_error", code="max_deliveries", message=message)
+        reply = ReplyWriter(self._consumer, resumed, self.deployment.id).reply(
+            ReplyKind.ERROR, error=error
+        )
+        await self._consumer.dead_letter(delivery, f"max_deliveries: {message}", reply)
 
     async def _poison(self, delivery: Delivery) -> None:
         log.error("dead-lettering entry %s: %s", delivery.entry_id.decode(), delivery.problem)
         self.failed += 1
-        try:
-            await self._consumer.dead_letter(delivery, delivery.problem or "unreadable")
-        except BrokerError as exc:
-            log.warning("cannot dead-letter %s: %s", delivery.entry_id.decode(), exc)
+        await self._consumer.dead_letter(delivery, delivery.problem or "unreadable")
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:

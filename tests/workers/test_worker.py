@@ -26,6 +26,8 @@ model_list:
       model: openai/up
       api_base: {api_base}
       max_parallel_requests: 2
+inferq_settings:
+  key_prefix: {prefix}
 """
 
 
@@ -50,7 +52,7 @@ class Harness:
 
 @pytest.fixture
 async def harness(redis_url: str, prefix: str, backend: FakeBackend) -> AsyncIterator[Harness]:
-    config = parse_config(CONFIG.format(api_base=backend.api_base), env={})
+    config = parse_config(CONFIG.format(api_base=backend.api_base, prefix=prefix), env={})
     keys = Keys(prefix)
     redis = connect(redis_url, blocking_reads=True)
     listener = connect(redis_url, blocking_reads=True)
@@ -60,7 +62,7 @@ async def harness(redis_url: str, prefix: str, backend: FakeBackend) -> AsyncIte
     stop = asyncio.Event()
     async with httpx.AsyncClient(transport=AiohttpTransport()) as http:
         dep = config.groups["g"][0]
-        worker = DeploymentWorker(dep, redis, keys, provider_for(dep, http), block_ms=100)
+        worker = DeploymentWorker(dep, config, redis, provider_for(dep, http), block_ms=100)
         task = asyncio.create_task(worker.run(stop))
         yield Harness(redis, keys, dispatcher)
         stop.set()

@@ -1,0 +1,155 @@
+"""One attempt of a job on one deployment: build the backend request, relay what comes back.
+
+Raises `ProviderError` for anything the backend did wrong (including no first token within
+`stream_timeout`, and the job's deadline passing, as `BackendTimeout`).
+"""
+
+import asyncio
+import time
+from typing import Any
+
+from broker.consumer import GroupConsumer
+from broker.messages import Job, Reply, ReplyKind
+from config import Deployment
+from workers.coalesce import Coalescer
+from workers.errors import BackendProtocolError, BackendTimeout
+from workers.providers import Provider
+from workers.usage import counted_usage
+
+# Fields a client may send that are for the gateway, not the backend.
+_GATEWAY_FIELDS = frozenset({"stream_options"})
+
+
+class ReplyWriter:
+    """Numbers and sends one job's reply messages, continuing the job's sequence."""
+
+    def __init__(self, consumer: GroupConsumer, job: Job, deployment: str) -> None:
+        self._consumer = consumer
+        self._job = job
+        self._deployment = deployment
+        self.seq = job.seq
+        self.text = ""  # assistant text (choice 0) the client received in this attempt
+
+    @property
+    def visible(self) -> bool:
+        """True once the client has received output from this attempt."""
+        return self.seq > self._job.seq
+
+    def reply(self, kind: ReplyKind, **fields: Any) -> Reply:
+        """The next message of the job's sequence."""
+        reply = Reply(
+            job=self._job.id,
+            seq=self.seq,
+            kind=kind,
+            group=self._job.group,
+            deployment=self._deployment,
+            attempts=len(self._job.attempts) + 1,
+            **fields,
+        )
+        self.seq += 1
+        return reply
+
+    async def delta(self, chunks: list[list[dict[str, Any]]]) -> None:
+        """Send coalesced chunks to the waiting client (if any)."""
+        if not self._job.reply_to:
+            return
+        await self._consumer.publish(self._job, self.reply(ReplyKind.DELTA, chunks=chunks))
+        for choices in chunks:
+            for choice in choices:
+                if choice.get("index", 0) == 0:
+                    self.text += (choice.get("delta") or {}).get("content") or ""
+
+
+def backend_body(job: Job, deployment: Deployment) -> dict[str, Any]:
+    """The request for the backend: config defaults, overridden by what the client sent."""
+    body = dict(deployment.defaults)
+    body.update((k, v) for k, v in job.body.items() if v is not None and k not in _GATEWAY_FIELDS)
+    body["model"] = deployment.upstream_model
+    if job.prefix:
+        # Carrying on after another deployment failed mid-answer.
+        body["messages"] = [*body.get("messages", []), {"role": "assistant", "content": job.prefix}]
+    if job.stream:
+        body["stream"] = True
+        # Ask for a usage chunk; servers that ignore it (llama.cpp) get their tokens counted.
+        body["stream_options"] = {"include_usage": True}
+    else:
+        body.pop("stream", None)
+    return body
+
+
+async def run_attempt(
+    provider: Provider, deployment: Deployment, job: Job, writer: ReplyWriter
+) -> Reply:
+    """Serve `job` on `deployment`; returns the terminal DONE reply (not yet sent)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + (job.deadline - time.time())
+    first_token = job.stream_timeout or deployment.stream_timeout
+    first_deadline = (
+        min(deadline, loop.time() + first_token) if job.stream and first_token else deadline
+    )
+    try:
+        async with asyncio.timeout_at(first_deadline) as timer:
+            if job.stream:
+                return await _stream(
+                    provider, deployment, job, writer, timer=timer, deadline=deadline
+                )
+            return await _complete(provider, deployment, job, writer)
+    except TimeoutError:
+        if writer.visible or first_deadline >= deadline:
+            raise BackendTimeout(
+                f"request timed out: no complete answer from {deployment.id} before the deadline",
+                status=504,
+                code="timeout",
+            ) from None
+        raise BackendTimeout(
+            f"{deployment.id}: no first token within {first_token:g}s (stream_timeout)"
+        ) from None
+
+
+async def _complete(
+    provider: Provider, deployment: Deployment, job: Job, writer: ReplyWriter
+) -> Reply:
+    body = backend_body(job, deployment)
+    response = await provider.complete(deployment, body)
+    usage = response.get("usage")
+    source = "backend"
+    if not usage:
+        text = "".join(
+            str((c.get("message") or {}).get("content") or "") for c in response["choices"]
+        )
+        usage, source = counted_usage(body, max(1, len(text) // 4)), "counted"
+    return writer.reply(ReplyKind.DONE, response=response, usage=usage, usage_source=source)
+
+
+async def _stream(
+    provider: Provider,
+    deployment: Deployment,
+    job: Job,
+    writer: ReplyWriter,
+    *,
+    timer: asyncio.Timeout,
+    deadline: float,
+) -> Reply:
+    body = backend_body(job, deployment)
+    coalescer = Coalescer(skip_role=bool(job.prefix))
+    usage: dict[str, Any] | None = None
+    async for chunks in provider.stream(deployment, body):
+        for chunk in chunks:
+            if chunk.get("usage"):
+                usage = chunk["usage"]
+            choices = chunk.get("choices")
+            if choices:
+                coalescer.add(choices)
+        # Role-only chunks wait for content: a retry before the first token stays invisible.
+        if coalescer.visible:
+            if not writer.visible:
+                timer.reschedule(deadline)  # first token in: stream_timeout no longer applies
+            await writer.delta(coalescer.drain())
+    if not coalescer.finish_reasons:
+        raise BackendProtocolError(f"{deployment.id}: the stream ended without a finish_reason")
+    if coalescer:
+        await writer.delta(coalescer.drain())
+    source = "backend"
+    if not usage:
+        usage, source = counted_usage(body, coalescer.content_chunks), "counted"
+    return writer.reply(ReplyKind.DONE, usage=usage, usage_source=source)
