@@ -15,10 +15,12 @@ from api.auth import MasterKeyAuth
 from api.chat import chat_completions
 from api.errors import GatewayError, InvalidRequest, NotFound, Unavailable
 from api.health import health, liveliness, readiness
+from api.limits import BodyLimit
+from api.live import LiveGroups
 from api.models import list_models
 from api.state import Gateway
 from broker.connection import connect
-from broker.errors import BrokerUnavailable
+from broker.errors import BrokerError, BrokerUnavailable
 from broker.keys import Keys
 from broker.replies import ReplyDispatcher
 from config import GatewayConfig
@@ -41,10 +43,13 @@ def create_app(config: GatewayConfig, redis_url: str) -> FastAPI:
                 "Redis at %s is not answering yet; requests get 503 until it does",
                 _safe_url(redis_url),
             )
-        app.state.gateway = Gateway(config, redis, keys, dispatcher)
+        live = LiveGroups(redis, keys)
+        live.start()
+        app.state.gateway = Gateway(config, redis, keys, dispatcher, live)
         try:
             yield
         finally:
+            await live.stop()
             await dispatcher.stop()
             await redis.aclose()
             await listener.aclose()
@@ -63,9 +68,10 @@ def create_app(config: GatewayConfig, redis_url: str) -> FastAPI:
     app.add_api_route("/health/liveness", liveliness, methods=["GET"])
     app.add_api_route("/health/readiness", readiness, methods=["GET"])
     app.add_exception_handler(GatewayError, _gateway_error)
-    app.add_exception_handler(BrokerUnavailable, _broker_unavailable)
+    app.add_exception_handler(BrokerError, _broker_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
+    app.add_middleware(BodyLimit, max_bytes=config.fabric.max_request_bytes)
     app.add_middleware(MasterKeyAuth, master_key=config.master_key)
     return app
 
@@ -75,8 +81,11 @@ async def _gateway_error(request: Request, exc: Exception) -> Response:
     return exc.response()
 
 
-async def _broker_unavailable(request: Request, exc: Exception) -> Response:
-    return Unavailable("The queue is unreachable (Redis is down); retry shortly.").response()
+async def _broker_error(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, BrokerUnavailable):
+        return Unavailable("The queue is unreachable (Redis is down); retry shortly.").response()
+    log.error("Redis refused a command: %s", exc)
+    return Unavailable("The queue refused the request (a Redis error); retry shortly.").response()
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:

@@ -18,10 +18,11 @@ from api.errors import GatewayError, GatewayTimeout, InvalidRequest, Unavailable
 from api.replies import DONE_EVENT, ChunkEncoder, completion_body, error_body, route_headers
 from api.schemas import ChatCompletionRequest
 from api.state import Gateway, gateway
-from broker.errors import BrokerUnavailable, QueueFull, ReplyAborted, ReplyLost
+from broker.errors import BrokerError, BrokerUnavailable, QueueFull, ReplyAborted, ReplyLost
 from broker.messages import Job, Reply, ReplyKind
 from broker.queue import enqueue
 from broker.replies import ReplyStream
+from config.errors import error_path
 
 log = logging.getLogger("inferq.api")
 
@@ -59,12 +60,14 @@ SHUTDOWN_GRACE = 25.0
 async def chat_completions(request: Request) -> Response:
     """Serve one chat completion through the queue."""
     gw = gateway(request)
+    if not gw.dispatcher.ready:
+        raise Unavailable("The queue is unreachable (Redis is down); retry shortly.")
     data = _parse_body(await request.body())
     try:
         req = ChatCompletionRequest.model_validate(data)
     except ValidationError as exc:
         raise _invalid(exc) from None
-    job = _make_job(gw, req, data)
+    job = await _with_live_worker(gw, _make_job(gw, req, data))
     replies = await _submit(gw, job)
     watcher = asyncio.ensure_future(_client_gone(request, replies))
     try:
@@ -115,7 +118,8 @@ def _parse_body(raw: bytes) -> dict[str, Any]:
 
 def _invalid(exc: ValidationError) -> InvalidRequest:
     err = exc.errors()[0]
-    param = ".".join(str(p) for p in err["loc"])
+    # The OpenAI convention for a nested parameter: `messages.0.role` (dots, no brackets).
+    param = error_path(err["loc"]).replace("[", ".").replace("]", "")
     message = "missing required field" if err["type"] == "missing" else err["msg"]
     return InvalidRequest(f"Invalid request: {param}: {message}", param=param or None)
 
@@ -168,6 +172,28 @@ def _unknown_model(gw: Gateway, name: str, param: str = "model") -> InvalidReque
     )
 
 
+async def _with_live_worker(gw: Gateway, job: Job) -> Job:
+    """Skip leading groups of the chain that no live worker serves; refuse when none does."""
+    chain = [job.group, *job.fallbacks]
+    live = gw.live.groups
+    if job.group not in live:
+        try:
+            live = await gw.live.refresh()  # the view may be a second old: look again
+        except BrokerUnavailable:
+            raise Unavailable("The queue is unreachable (Redis is down); retry shortly.") from None
+    for i, group in enumerate(chain):
+        if group in live:
+            if i == 0:
+                return job
+            return job.model_copy(update={"group": group, "fallbacks": chain[i + 1 :]})
+    names = ", ".join(chain)
+    raise Unavailable(
+        f"No worker is serving model group {names} right now "
+        f"(start one with: inferq worker --group {chain[0]}).",
+        code="no_worker",
+    )
+
+
 async def _submit(gw: Gateway, job: Job) -> ReplyStream:
     """Listen for the job's replies, then enqueue it (never the other way round)."""
     if not gw.dispatcher.ready:
@@ -175,9 +201,6 @@ async def _submit(gw: Gateway, job: Job) -> ReplyStream:
     replies = gw.dispatcher.open(job.id)
     try:
         await enqueue(gw.redis, gw.keys, job, limit=gw.config.fabric.queue_limit)
-    except BrokerUnavailable:
-        gw.dispatcher.close(job.id)
-        raise Unavailable("The queue is unreachable (Redis is down); retry shortly.") from None
     except QueueFull as exc:
         gw.dispatcher.close(job.id)
         raise GatewayError(
@@ -187,6 +210,9 @@ async def _submit(gw: Gateway, job: Job) -> ReplyStream:
             code="queue_full",
             headers={"retry-after": str(RETRY_AFTER)},
         ) from None
+    except BrokerError:
+        gw.dispatcher.close(job.id)
+        raise Unavailable("The queue is unreachable or refused the job; retry shortly.") from None
     return replies
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from starlette.requests import Request
 
+from api.live import LiveGroups
 from broker.cancel import cancel
 from broker.connection import Redis
 from broker.errors import BrokerError
@@ -24,6 +25,7 @@ class Gateway:
     redis: Redis
     keys: Keys
     dispatcher: ReplyDispatcher
+    live: LiveGroups
     _background: set[asyncio.Task[None]] = field(default_factory=set)
 
     def abandon(self, job_id: str) -> None:

@@ -7,9 +7,10 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from broker.errors import BrokerUnavailable
+from broker.errors import BrokerRefused, BrokerUnavailable
 
 Redis = aioredis.Redis
 PubSub = aioredis.client.PubSub
@@ -40,11 +41,14 @@ def connect(url: str, *, max_connections: int = 64, blocking_reads: bool = False
 
 @asynccontextmanager
 async def translate_errors() -> AsyncIterator[None]:
-    """Map connection-level redis-py errors to BrokerUnavailable."""
+    """Map redis-py errors: connection-level ones to BrokerUnavailable, the rest (OOM,
+    READONLY, WRONGTYPE, a script error) to BrokerRefused."""
     try:
         yield
     except UNAVAILABLE as exc:
         raise BrokerUnavailable(f"Redis is unreachable: {exc}") from exc
+    except RedisError as exc:
+        raise BrokerRefused(f"Redis refused a command: {exc}") from exc
 
 
 async def ping(redis: Redis) -> bool:

@@ -86,7 +86,8 @@ class GroupConsumer:
             pipe = self._redis.pipeline(transaction=True)
             pipe.publish(job.reply_to, data)
             pipe.rpush(progress, data)
-            pipe.expireat(progress, int(job.deadline) + 60)
+            if reply.seq == job.seq:  # the first message of this holder sets the expiry
+                pipe.expireat(progress, int(job.deadline) + 60)
             await pipe.execute()
 
     async def complete(self, delivery: Delivery, job: Job | None, reply: Reply | None) -> None:

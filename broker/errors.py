@@ -30,3 +30,7 @@ class QueueFull(BrokerError):
 
 class ReplyAborted(BrokerError):
     """The reader of a reply stream stopped waiting (e.g. its client disconnected)."""
+
+
+class BrokerRefused(BrokerError):
+    """Redis is there but refused a command (out of memory, read-only replica, bad key)."""

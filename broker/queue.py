@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from redis.exceptions import ResponseError
 
 from broker.connection import Redis, translate_errors
-from broker.errors import QueueFull
+from broker.errors import BrokerRefused, QueueFull
 from broker.keys import CONSUMER_GROUP, JOB_FIELD, Keys
 from broker.messages import Job
 from broker.scripts import LuaScript
@@ -69,9 +69,9 @@ async def depth(redis: Redis, keys: Keys, group: str) -> QueueDepth:
         pipe = redis.pipeline(transaction=False)
         pipe.xlen(stream)
         pipe.xpending(stream, CONSUMER_GROUP)
-        try:
-            length, pending = await pipe.execute()
-        except ResponseError:
-            return QueueDepth(0, 0)  # no stream or group yet: nothing queued
+        length, pending = await pipe.execute(raise_on_error=False)
+    if isinstance(length, Exception):
+        raise BrokerRefused(f"cannot read queue of {group}: {length}")
+    # No consumer group yet (no worker ever ran): everything in the stream is waiting.
     running = int(pending.get("pending", 0)) if isinstance(pending, dict) else 0
     return QueueDepth(max(int(length) - running, 0), running)

@@ -21,6 +21,8 @@ log = logging.getLogger("inferq.broker")
 # Past this many bytes queued for one job, its reader is too slow: the stream is failed rather
 # than letting a slow client grow the API's memory without bound.
 MAX_BUFFERED_BYTES = 4 * 1024 * 1024
+# Seconds of silence on the reply channel before it is PINGed (and, unanswered, reconnected).
+PING_INTERVAL = 5.0
 
 
 class _Marker:
@@ -132,10 +134,7 @@ class ReplyDispatcher:
                     self._subscribed.set()
                     log.info("listening for replies on %s", self.channel)
                 backoff = 0.05
-                while True:
-                    message = await self._pubsub.get_message(timeout=None)
-                    if message is not None and message.get("type") == "message":
-                        self._route(message["data"])
+                await self._listen(self._pubsub)
             except UNAVAILABLE as exc:
                 if self._subscribed.is_set():
                     log.warning(
@@ -151,6 +150,24 @@ class ReplyDispatcher:
                     self._pubsub = None
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 1.0)
+
+    async def _listen(self, pubsub: PubSub) -> None:
+        """Route messages; when the channel is quiet, PING it, so a connection that died
+        silently (an idle timeout on the path) is noticed instead of trusted forever."""
+        loop = asyncio.get_running_loop()
+        ping_sent: float | None = None
+        while True:
+            message = await pubsub.get_message(timeout=PING_INTERVAL)
+            if message is None:
+                if ping_sent is not None and loop.time() - ping_sent > PING_INTERVAL:
+                    raise ConnectionError("the reply subscription did not answer PING")
+                if ping_sent is None:
+                    await pubsub.ping()
+                    ping_sent = loop.time()
+                continue
+            ping_sent = None  # anything received proves the connection lives
+            if message.get("type") == "message":
+                self._route(message["data"])
 
     def _route(self, data: bytes) -> None:
         try:

@@ -27,10 +27,10 @@ def substitute(
 
     def replace(match: re.Match[str]) -> str:
         name, default = match.group(1), match.group(2)
+        if default is not None:
+            return env.get(name) or default  # as in a POSIX shell: empty counts as unset
         if name in env:
             return env[name]
-        if default is not None:
-            return default
         problems.append((path, f"environment variable {name} is not set (no default given)"))
         return ""
 

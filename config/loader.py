@@ -10,7 +10,7 @@ import yaml
 from pydantic import ValidationError
 
 from config.envsubst import substitute
-from config.errors import ConfigError
+from config.errors import ConfigError, error_path
 from config.model import (
     DEFAULT_API_BASE,
     Alias,
@@ -68,18 +68,8 @@ def parse_config(
 
 
 def _pydantic_problem(err: Any) -> tuple[str, str]:
-    path = ""
-    for part in err["loc"]:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        elif part in ("str", "list[str]", "AliasSpec", "function-after[...]"):
-            continue  # union branch names say nothing to an operator
-        else:
-            path = f"{path}.{part}" if path else str(part)
-    message = err["msg"]
-    if err["type"] == "missing":
-        message = "required field is missing"
-    return path, message
+    message = "required field is missing" if err["type"] == "missing" else err["msg"]
+    return error_path(err["loc"]), message
 
 
 def split_model(model: str) -> tuple[Provider, str] | None:
@@ -136,12 +126,23 @@ def _build(doc: ConfigFile, source: str) -> GatewayConfig:
             default_max_parallel_requests=fabric.default_max_parallel_requests,
             default_timeout=fabric.default_timeout,
             max_deliveries=fabric.max_deliveries,
+            max_request_bytes=fabric.max_request_bytes,
         ),
     )
 
 
-# litellm_params keys that configure the call rather than default a request field.
-_META = {"api_version", "base_model", "custom_llm_provider", "max_retries", "use_in_pass_through"}
+# litellm_params keys that become request defaults: OpenAI's chat parameters plus the sampling
+# extras OpenAI-compatible servers (llama.cpp, vLLM) accept. Anything else in litellm_params is
+# LiteLLM's own (drop_params, tags, aws_*, ...) and must not reach a backend as a request field.
+REQUEST_DEFAULTS = frozenset(
+    {
+        "temperature", "top_p", "n", "stop", "max_tokens", "max_completion_tokens",
+        "presence_penalty", "frequency_penalty", "logit_bias", "logprobs", "top_logprobs",
+        "seed", "response_format", "tools", "tool_choice", "parallel_tool_calls", "user",
+        "reasoning_effort", "service_tier", "top_k", "min_p", "repeat_penalty",
+        "typical_p", "mirostat_mode", "mirostat_tau", "mirostat_eta", "grammar",
+    }
+)  # fmt: skip
 
 
 def _deployment(
@@ -166,7 +167,11 @@ def _deployment(
         return None
     explicit_id = entry.model_info.get("id")
     dep_id = str(explicit_id) if explicit_id else f"{entry.model_name}.{ordinal}"
-    defaults = {k: v for k, v in (p.model_extra or {}).items() if k not in _META}
+    extra = p.model_extra or {}
+    defaults = {k: v for k, v in extra.items() if k in REQUEST_DEFAULTS}
+    ignored = sorted(set(extra) - REQUEST_DEFAULTS)
+    if ignored:
+        log.info("%s: ignoring litellm_params %s (not request fields)", where, ", ".join(ignored))
     return Deployment(
         id=dep_id,
         group=entry.model_name,

@@ -14,6 +14,10 @@ class Provider(StrEnum):
     ANTHROPIC = "anthropic"
 
 
+# Providers the workers can call today; others are parsed (the config stays valid) but their
+# deployments are reported unavailable instead of crashing a worker.
+SUPPORTED_PROVIDERS = frozenset({Provider.OPENAI})
+
 DEFAULT_API_BASE = {
     Provider.OPENAI: "https://api.openai.com/v1",
     Provider.ANTHROPIC: "https://api.anthropic.com",
@@ -52,6 +56,8 @@ class Deployment:
     @property
     def unavailable_reason(self) -> str | None:
         """Why no worker can serve this deployment now, or None when it can."""
+        if self.provider not in SUPPORTED_PROVIDERS:
+            return f"the {self.provider.value} provider is not supported yet"
         if self.is_cloud and not self.api_key:
             env = "OPENAI_API_KEY" if self.provider is Provider.OPENAI else "ANTHROPIC_API_KEY"
             return f"no API key configured (set {env})"
@@ -111,6 +117,7 @@ class FabricConfig:
     default_max_parallel_requests: int
     default_timeout: float
     max_deliveries: int
+    max_request_bytes: int
 
 
 @dataclass(frozen=True)

@@ -87,6 +87,7 @@ class InferqSettings(BaseModel):
     default_max_parallel_requests: int = Field(default=8, gt=0)
     default_timeout: float = Field(default=600, gt=0)
     max_deliveries: int = Field(default=3, gt=0)
+    max_request_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
 
 
 class ConfigFile(_Open):

@@ -24,7 +24,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return EXIT_CONFIG
-    env = runtime_env(getattr(args, "config", None) or getattr(args, "file", None))
+    env = runtime_env(getattr(args, "file", None) or getattr(args, "config", None))
     logging.basicConfig(
         level=env.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

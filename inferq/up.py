@@ -138,7 +138,8 @@ def _wait_ready(host: str, port: int, children: list[tuple[str, subprocess.Popen
 
 def _print_usage(config: GatewayConfig, host: str, port: int) -> None:
     key = config.master_key or ""
-    shown = key if key == DEV_MASTER_KEY or not key else f"{key[:3]}…{key[-4:]} (your master key)"
+    # Never print a real key: the development default is public, anything else is a secret.
+    shown = key if key == DEV_MASTER_KEY or not key else "$INFERQ_MASTER_KEY"
     model = next(iter(config.groups))
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     print(

@@ -80,8 +80,10 @@ class BackendRejected(ProviderError):
         # Our credentials or model id are wrong at this provider: the request itself is fine.
         self.fallback = self.retryable or status in (401, 403, 404)
         if status in (401, 403):
-            # The provider refused *our* credentials: the client's key is fine; say so.
-            self.type = "authentication_error"
+            # The provider refused *our* credentials, not the client's: a gateway fault.
+            self.status = 502
+            self.type = "upstream_authentication_error"
+            self.message = f"the upstream provider refused inferq's credentials: {message}"
         elif status == 429:
             self.type = "rate_limit_error"
 

@@ -1,0 +1,48 @@
+"""Request body size limit as a plain ASGI middleware: 413 instead of unbounded memory."""
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.errors import GatewayError
+
+
+class PayloadTooLarge(GatewayError):
+    """The request body is over the limit."""
+
+    status = 413
+    type = "invalid_request_error"
+
+
+class BodyLimit:
+    """Refuses bodies over `max_bytes`, by Content-Length up front or while reading."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                await self._error().response()(scope, receive, send)
+                return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise self._error()
+            return message
+
+        await self.app(scope, limited, send)
+
+    def _error(self) -> PayloadTooLarge:
+        return PayloadTooLarge(
+            f"Request body too large: the limit is {self.max_bytes} bytes "
+            "(inferq_settings.max_request_bytes).",
+            code="payload_too_large",
+        )
