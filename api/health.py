@@ -8,6 +8,7 @@ from starlette.responses import JSONResponse, PlainTextResponse
 from api.state import gateway
 from broker.connection import ping
 from broker.errors import BrokerError
+from broker.limits import DeploymentLimits
 from broker.queue import depth
 from broker.registry import live_workers
 
@@ -30,12 +31,16 @@ async def health(request: Request) -> JSONResponse:
             for d in deployments:
                 live = [w for w in workers if w.deployment == d.id]
                 reason = d.unavailable_reason or (None if live else "no live worker")
+                cooldown = await DeploymentLimits(gw.redis, gw.keys, name, d.id).cooldown_left()
+                if cooldown and reason is None:
+                    reason = f"cooling down for {cooldown:.1f}s after repeated failures"
                 deps[d.id] = {
                     "provider": d.provider.value,
                     "model": d.upstream_model,
                     "workers": len(live),
                     "slots": sum(w.slots for w in live),
                     "in_flight": sum(w.in_flight for w in live),
+                    "cooldown_s": round(cooldown, 1),
                     "status": "healthy" if reason is None else "unhealthy",
                     **({"reason": reason} if reason else {}),
                 }

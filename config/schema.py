@@ -6,7 +6,7 @@ warns about the sections it ignores.
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class _Open(BaseModel):
@@ -92,6 +92,14 @@ class InferqSettings(BaseModel):
 
 class ConfigFile(_Open):
     """The whole YAML document."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_sections(cls, data: Any) -> Any:
+        # `router_settings:` with nothing under it is YAML null: treat it as an empty section.
+        if isinstance(data, dict):
+            return {k: ({} if v is None and k != "model_list" else v) for k, v in data.items()}
+        return data
 
     model_list: list[ModelEntry] = Field(min_length=1)
     router_settings: RouterSettings = Field(default_factory=RouterSettings)

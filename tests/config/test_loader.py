@@ -213,3 +213,9 @@ def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     result = run_cli("worker", "--config", str(tmp_path / "nope.yaml"))
     assert result.returncode == 2
     assert "cannot read file" in result.stderr
+
+
+def test_empty_sections_are_allowed() -> None:
+    config = parse_config(BASE + "router_settings:\ngeneral_settings:\n", env={})
+    assert config.router.num_retries == 2
+    assert config.master_key is None

@@ -22,6 +22,8 @@ class Behaviour:
     tokens: int | None = None  # words per answer (default: max_tokens, else 8)
     usage_in_stream: bool = True  # False acts like llama.cpp: no usage chunk
     status: int = 200  # non-200: answer with this status and an OpenAI error body
+    fail_first: int = 0  # with `status`: only the first N requests fail, then all succeed
+    hang_first: int = 0  # the first N requests get no answer at all
     token_delay: float = 0.0  # seconds between streamed tokens
     first_token_delay: float = 0.0
     drop_after: int | None = None  # close the connection after N streamed tokens
@@ -39,6 +41,7 @@ class FakeBackend:
     requests: list[dict[str, Any]] = field(default_factory=list)
     active: int = 0
     max_active: int = 0
+    aborted: int = 0  # streams whose reader went away before the end
     writers: set[asyncio.StreamWriter] = field(default_factory=set)
 
     async def serve(self) -> asyncio.Server:
@@ -82,7 +85,10 @@ class FakeBackend:
         body = orjson.loads(raw) if raw else {}
         self.requests.append(body)
         b = self.behaviour
-        if b.status != 200:
+        call = len(self.requests)
+        if call <= b.hang_first:
+            await asyncio.sleep(3600)
+        if b.status != 200 and (not b.fail_first or call <= b.fail_first):
             extra = {"retry-after": b.retry_after} if b.retry_after else {}
             error = {"message": f"fake failure {b.status}", "type": "server_error", "code": None}
             _respond(writer, b.status, {"error": error}, extra)
@@ -93,7 +99,11 @@ class FakeBackend:
         self.max_active = max(self.max_active, self.active)
         try:
             if body.get("stream"):
-                return await self._stream(body, words, writer)
+                try:
+                    return await self._stream(body, words, writer)
+                except ConnectionError:
+                    self.aborted += 1
+                    raise
             if b.first_token_delay:
                 await asyncio.sleep(b.first_token_delay)
             _respond(writer, 200, _completion(body, words))
