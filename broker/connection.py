@@ -23,18 +23,19 @@ def connect(url: str, *, max_connections: int = 64, blocking_reads: bool = False
     """A client over a BlockingConnectionPool: past `max_connections` callers wait, not fail.
 
     `blocking_reads` drops the socket timeout for clients that issue blocking XREADGROUP.
-    Connect attempts time out fast so an outage is reported within a second, and commands are
-    not retried here: callers decide (a retry storm against a dead Redis helps nobody).
+    Connect attempts time out fast so an outage is reported within a second. A command is
+    retried once on a connection error: after a Redis restart every pooled connection is dead,
+    and the first use of each must not fail a job (a second failure is a real outage).
     """
     pool = aioredis.BlockingConnectionPool.from_url(
         url,
         max_connections=max_connections,
         timeout=5,
-        socket_connect_timeout=0.5,
+        socket_connect_timeout=0.4,
         socket_timeout=None if blocking_reads else 5.0,
         socket_keepalive=True,
         health_check_interval=30,
-        retry=Retry(NoBackoff(), 0),
+        retry=Retry(NoBackoff(), 1),
     )
     return aioredis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes it
 

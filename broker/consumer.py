@@ -186,13 +186,30 @@ class GroupConsumer:
                     claimed += await self._claim_from(_name(c), count - len(claimed))
         return claimed
 
-    async def _claim_from(self, dead: str, count: int) -> list[Delivery]:
+    async def reclaim_own(self, count: int, in_flight: set[bytes]) -> list[Delivery]:
+        """Take back our own pending entries that no task of ours serves any more (a Redis
+        error interrupted them); `in_flight` are the entries still being served."""
+        async with translate_errors():
+            return await self._claim_from(self.consumer, count, skip=in_flight)
+
+    async def _claim_from(
+        self, owner: str, count: int, skip: set[bytes] | frozenset[bytes] = frozenset()
+    ) -> list[Delivery]:
         pending: Any = await self._redis.xpending_range(
-            self._stream, CONSUMER_GROUP, min="-", max="+", count=count, consumername=dead
+            self._stream,
+            CONSUMER_GROUP,
+            min="-",
+            max="+",
+            count=count + len(skip),
+            consumername=owner,
         )
-        if not pending:
+        times = {
+            p["message_id"]: int(p["times_delivered"])
+            for p in pending or []
+            if p["message_id"] not in skip
+        }
+        if not times:
             return []
-        times = {p["message_id"]: int(p["times_delivered"]) for p in pending}
         # min_idle_time: of two live workers claiming at once, only the first gets each entry.
         entries: Any = await self._redis.xclaim(
             self._stream, CONSUMER_GROUP, self.consumer, min_idle_time=1000, message_ids=list(times)
@@ -202,7 +219,12 @@ class GroupConsumer:
             delivery = _decode(entry_id, fields or {})
             result.append(replace(delivery, times_delivered=times.get(entry_id, 1) + 1))
         if result:
-            log.warning("reclaimed %d jobs from dead worker %s", len(result), dead)
+            log.warning(
+                "reclaimed %d jobs from %s worker %s",
+                len(result),
+                "this" if owner == self.consumer else "dead",
+                owner,
+            )
         return result
 
 

@@ -62,6 +62,8 @@ class DeploymentWorker:
         self._running: dict[str, asyncio.Task[None]] = {}
         self._cancelled: set[str] = set()
         self._cooldown_until = 0.0
+        self._orphans = False  # some of our own pending entries have no task serving them
+        self._in_flight: set[bytes] = set()
         self._started = time.time()
         self.done = 0
         self.failed = 0
@@ -84,13 +86,17 @@ class DeploymentWorker:
                 if await self._paused(stop):
                     continue
                 deliveries: list[Delivery] = []
-                if time.monotonic() >= next_reclaim:
+                if self._orphans:
+                    self._orphans = False
+                    deliveries = await self._consumer.reclaim_own(free, self._in_flight)
+                if not deliveries and time.monotonic() >= next_reclaim:
                     next_reclaim = time.monotonic() + self._heartbeat_interval
                     deliveries = await self._consumer.reclaim(free)
                 if not deliveries:
                     deliveries = await self._read(free)
                 backoff = 0.1
             except BrokerError as exc:
+                self._orphans = self._orphans or bool(self._in_flight)
                 log.warning("worker %s cannot read jobs: %s", self.id, exc)
                 await _sleep_or_stop(stop, backoff)
                 backoff = min(backoff * 2, 2.0)
@@ -136,6 +142,9 @@ class DeploymentWorker:
         task = asyncio.create_task(self._serve(delivery))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        entry = delivery.entry_id
+        self._in_flight.add(entry)
+        task.add_done_callback(lambda _t: self._in_flight.discard(entry))
         if delivery.job is not None:
             job_id = delivery.job.id
             self._running[job_id] = task
@@ -205,8 +214,10 @@ class DeploymentWorker:
             else:
                 await self._serve_job(delivery, await self._resume(delivery, job))
         except BrokerError as exc:
-            # Not acknowledged: the job stays pending and is served again later.
-            log.warning("entry %s: Redis failed mid-job (%s); left pending", delivery.entry_id, exc)
+            # Not acknowledged: the job stays in our pending list; once Redis answers again the
+            # loop takes it back (we are alive, so nobody else would reclaim it).
+            log.warning("entry %s: Redis failed mid-job (%s); will retry", delivery.entry_id, exc)
+            self._orphans = True
         except asyncio.CancelledError:
             if job is None or job.id not in self._cancelled:
                 raise  # shutting down: leave the job pending for another worker
@@ -246,6 +257,8 @@ class DeploymentWorker:
         except ProviderError as exc:
             await self._failed(delivery, job, writer, exc)
             return
+        except BrokerError:
+            raise
         except Exception:
             log.exception("job %s: unexpected error on %s", job.id, self.deployment.id)
             error = ErrorInfo(status=500, type="api_error", message="internal error in the worker")

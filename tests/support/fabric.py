@@ -29,6 +29,8 @@ model_list:
       api_base: {api_base}
       max_parallel_requests: 2
 router_settings:
+  num_retries: 1
+  allowed_fails: 1000   # these tests break the backend on purpose; cooldowns are tested apart
   model_group_alias:
     chained: [fake, fake-llama]
     quiet: {{model: fake, hidden: true}}

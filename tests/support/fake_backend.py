@@ -70,8 +70,8 @@ class FakeBackend:
                 keep = await self._handle(path, body, writer)
                 if not keep:
                     break
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            pass  # the peer left, or the test is stopping the server
         finally:
             self.writers.discard(writer)
             writer.close()
