@@ -6,6 +6,7 @@ instead of waiting in a queue until its deadline.
 
 import asyncio
 import logging
+import time
 from contextlib import suppress
 
 from broker.connection import Redis
@@ -17,18 +18,26 @@ log = logging.getLogger("inferq.api")
 
 
 class LiveGroups:
-    """The set of groups with at least one live worker, as of the last refresh."""
+    """The groups with a live worker now, or seen with one within `memory` seconds: a Redis
+    restart wipes heartbeats for a moment, and that must not turn into a burst of 503s."""
 
-    def __init__(self, redis: Redis, keys: Keys, interval: float = 1.0) -> None:
+    def __init__(
+        self, redis: Redis, keys: Keys, interval: float = 1.0, memory: float = 6.0
+    ) -> None:
         self._redis = redis
         self._keys = keys
         self._interval = interval
+        self._memory = memory
+        self._seen: dict[str, float] = {}
         self.groups: frozenset[str] = frozenset()
         self._task: asyncio.Task[None] | None = None
 
     async def refresh(self) -> frozenset[str]:
         """Read the worker registry now (raises BrokerError when Redis is down)."""
-        self.groups = frozenset(w.group for w in await live_workers(self._redis, self._keys))
+        now = time.monotonic()
+        for worker in await live_workers(self._redis, self._keys):
+            self._seen[worker.group] = now
+        self.groups = frozenset(g for g, t in self._seen.items() if now - t < self._memory)
         return self.groups
 
     def start(self) -> None:

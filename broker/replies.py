@@ -149,7 +149,7 @@ class ReplyDispatcher:
                         await self._pubsub.aclose()  # type: ignore[no-untyped-call]
                     self._pubsub = None
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 1.0)
+                backoff = min(backoff * 2, 0.25)
 
     async def _listen(self, pubsub: PubSub) -> None:
         """Route messages; when the channel is quiet, PING it, so a connection that died

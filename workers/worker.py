@@ -94,6 +94,8 @@ class DeploymentWorker:
                     deliveries = await self._consumer.reclaim(free)
                 if not deliveries:
                     deliveries = await self._read(free)
+                if backoff > 0.1:
+                    await self._beat()  # Redis is back (maybe empty): say we live at once
                 backoff = 0.1
             except BrokerError as exc:
                 self._orphans = self._orphans or bool(self._in_flight)
