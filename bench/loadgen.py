@@ -86,7 +86,8 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         while time.perf_counter() < deadline and remaining[0] > 0:
             remaining[0] -= 1
             try:
-                first, total = await conn.request(body, args.stream)
+                async with asyncio.timeout(30):  # a benchmark never hangs on one request
+                    first, total = await conn.request(body, args.stream)
             except Exception as exc:  # a benchmark reports failures, it does not stop at one
                 errors.append(str(exc)[:200])
                 conn.writer = None

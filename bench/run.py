@@ -72,7 +72,9 @@ def load(url: str, *, stream: bool, concurrency: int, duration: float, requests:
     )  # fmt: skip
     if stream:
         cmd.append("--stream")
-    out = subprocess.run(cmd, capture_output=True, check=True, text=True).stdout
+    out = subprocess.run(
+        cmd, capture_output=True, check=True, text=True, timeout=duration + 120
+    ).stdout
     result = json.loads(out)
     if result["error_count"]:
         print(f"  !! {result['error_count']} errors, first: {result['errors'][0]}", flush=True)

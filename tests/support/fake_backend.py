@@ -86,7 +86,7 @@ class FakeBackend:
         self.requests.append(body)
         b = self.behaviour
         call = len(self.requests)
-        if call <= b.hang_first:
+        if b.hang_first and call <= b.hang_first:
             await asyncio.sleep(3600)
         if b.status != 200 and (not b.fail_first or call <= b.fail_first):
             extra = {"retry-after": b.retry_after} if b.retry_after else {}
