@@ -12,11 +12,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from api.auth import MasterKeyAuth
-from api.chat import chat_completions
+from api.chat import chat_completions, completions, embeddings
 from api.errors import GatewayError, InvalidRequest, NotFound, Unavailable
 from api.health import health, liveliness, readiness
 from api.limits import BodyLimit
 from api.live import LiveGroups
+from api.messages import messages
 from api.models import list_models
 from api.state import Gateway
 from broker.connection import connect
@@ -62,7 +63,10 @@ def create_app(config: GatewayConfig, redis_url: str) -> FastAPI:
     app = FastAPI(title="inferq", lifespan=lifespan, docs_url=None, redoc_url=None)
     for prefix in ("/v1", ""):
         app.add_api_route(f"{prefix}/chat/completions", chat_completions, methods=["POST"])
+        app.add_api_route(f"{prefix}/completions", completions, methods=["POST"])
+        app.add_api_route(f"{prefix}/embeddings", embeddings, methods=["POST"])
         app.add_api_route(f"{prefix}/models", list_models, methods=["GET"])
+    app.add_api_route("/v1/messages", messages, methods=["POST"])
     app.add_api_route("/health", health, methods=["GET"])
     app.add_api_route("/health/liveliness", liveliness, methods=["GET"])
     app.add_api_route("/health/liveness", liveliness, methods=["GET"])

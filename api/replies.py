@@ -1,17 +1,23 @@
-"""Turning a job's reply messages into OpenAI responses: JSON bodies, SSE chunks, headers."""
+"""OpenAI responses from a job's replies: JSON bodies, SSE chunks, headers."""
 
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
 
-from broker.messages import ErrorInfo, Job, Reply
+from api.errors import GatewayError
+from broker.messages import ErrorInfo, Job, JobKind, Reply
 
 DONE_EVENT = b"data: [DONE]\n\n"
 
+_ID_PREFIX = {JobKind.CHAT: "chatcmpl-", JobKind.COMPLETION: "cmpl-", JobKind.EMBEDDING: "emb-"}
+_OBJECT = {JobKind.CHAT: "chat.completion", JobKind.COMPLETION: "text_completion"}
+_CHUNK_OBJECT = {JobKind.CHAT: "chat.completion.chunk", JobKind.COMPLETION: "text_completion"}
 
-def completion_id(job: Job) -> str:
-    """The id clients see; it is also the request id in logs and headers."""
-    return f"chatcmpl-{job.id}"
+
+def response_id(job: Job) -> str:
+    """The id clients see; the job id in it is also the request id in logs and headers."""
+    return _ID_PREFIX[job.kind] + job.id
 
 
 def route_headers(job: Job, reply: Reply) -> dict[str, str]:
@@ -21,15 +27,20 @@ def route_headers(job: Job, reply: Reply) -> dict[str, str]:
         headers["x-inferq-model-group"] = reply.group
     if reply.deployment:
         headers["x-inferq-deployment"] = reply.deployment
+    if reply.usage_source:
+        headers["x-inferq-usage-source"] = reply.usage_source
     return headers
 
 
-def completion_body(job: Job, reply: Reply) -> bytes:
-    """The non-stream `chat.completion` body, named as the client asked."""
+def response_body(job: Job, reply: Reply) -> bytes:
+    """The non-stream body, named as the client asked."""
     body = dict(reply.response or {})
-    body["id"] = completion_id(job)
-    body["object"] = "chat.completion"
-    body["created"] = int(job.created)
+    if job.kind is JobKind.EMBEDDING:
+        body["object"] = "list"
+    else:
+        body["id"] = response_id(job)
+        body["object"] = _OBJECT[job.kind]
+        body["created"] = int(job.created)
     body["model"] = job.model
     if reply.usage:
         body["usage"] = reply.usage
@@ -48,28 +59,31 @@ def error_body(error: ErrorInfo) -> dict[str, Any]:
     }
 
 
-class ChunkEncoder:
-    """Builds SSE events for one stream; the constant part of every chunk is encoded once."""
+class OpenAIStream:
+    """SSE events for one OpenAI stream; the constant part of every chunk is encoded once."""
 
     def __init__(self, job: Job) -> None:
+        self._job = job
         head = {
-            "id": completion_id(job),
-            "object": "chat.completion.chunk",
+            "id": response_id(job),
+            "object": _CHUNK_OBJECT[job.kind],
             "created": int(job.created),
             "model": job.model,
         }
         # `{"id":...,"model":"x"` + `,"choices":` — the choices are appended per event.
         self._prefix = b"data: " + orjson.dumps(head)[:-1] + b',"choices":'
 
-    def choices(self, choices: list[dict[str, Any]]) -> bytes:
-        """One `chat.completion.chunk` event."""
-        return self._prefix + orjson.dumps(choices) + b"}\n\n"
+    def deltas(self, reply: Reply) -> Iterable[bytes]:
+        """One chunk event per coalesced item."""
+        for choices in reply.chunks or ():
+            yield self._prefix + orjson.dumps(choices) + b"}\n\n"
 
-    def usage(self, usage: dict[str, Any]) -> bytes:
-        """The final usage chunk of `stream_options.include_usage`."""
-        return self._prefix + b'[],"usage":' + orjson.dumps(usage) + b"}\n\n"
+    def done(self, reply: Reply) -> Iterable[bytes]:
+        """The usage chunk (with `stream_options.include_usage`), then `[DONE]`."""
+        if self._job.include_usage and reply.usage:
+            yield self._prefix + b'[],"usage":' + orjson.dumps(reply.usage) + b"}\n\n"
+        yield DONE_EVENT
 
-    @staticmethod
-    def error(error: dict[str, Any]) -> bytes:
+    def error(self, error: GatewayError) -> bytes:
         """An error event: the OpenAI SDK raises it as an APIError."""
-        return b"data: " + orjson.dumps(error) + b"\n\n"
+        return b"data: " + orjson.dumps(error.body()) + b"\n\n"

@@ -21,13 +21,21 @@ class Attempt(BaseModel):
     at: float
 
 
+class JobKind(StrEnum):
+    """The OpenAI endpoint a job is for."""
+
+    CHAT = "chat"  # /v1/chat/completions (and /v1/messages, translated)
+    COMPLETION = "completion"  # /v1/completions
+    EMBEDDING = "embedding"  # /v1/embeddings
+
+
 class Job(BaseModel):
     """A completion request on a group's stream."""
 
     model_config = ConfigDict(extra="ignore")
 
     id: str = Field(min_length=1, max_length=128)
-    kind: Literal["chat"] = "chat"
+    kind: JobKind = JobKind.CHAT
     model: str  # the name the client asked for; echoed in responses
     group: str
     fallbacks: list[str] = Field(default_factory=list)

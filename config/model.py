@@ -16,7 +16,7 @@ class Provider(StrEnum):
 
 # Providers the workers can call today; others are parsed (the config stays valid) but their
 # deployments are reported unavailable instead of crashing a worker.
-SUPPORTED_PROVIDERS = frozenset({Provider.OPENAI})
+SUPPORTED_PROVIDERS = frozenset({Provider.OPENAI, Provider.ANTHROPIC})
 
 DEFAULT_API_BASE = {
     Provider.OPENAI: "https://api.openai.com/v1",

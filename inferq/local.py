@@ -148,6 +148,7 @@ class LlamaServer:
             "--host", "127.0.0.1",
             "--port", str(self.port),
             "--n_ctx", "2048",
+            "--embedding", "true",  # chat, completions and embeddings from one process
         ]  # fmt: skip
         if log:
             with log.open("ab") as out:

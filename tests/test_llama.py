@@ -91,3 +91,17 @@ def test_real_model_streams_through_the_queue(client: openai.OpenAI) -> None:
     assert usage is not None
     assert 0 < usage.completion_tokens <= 24
     assert usage.prompt_tokens > 0
+
+
+def test_real_model_completes_text_and_embeds(client: openai.OpenAI) -> None:
+    completion = client.completions.create(
+        model="local-model", prompt="The capital of France is", max_tokens=8
+    )
+    assert completion.choices[0].text.strip()
+    assert completion.usage is not None and completion.usage.completion_tokens > 0
+    result = client.embeddings.create(model="local-model", input=["Paris", "a cat"])
+    vectors = [d.embedding for d in result.data]
+    assert len(vectors) == 2
+    assert len(vectors[0]) == len(vectors[1]) > 100  # one pooled vector per input
+    assert abs(sum(x * x for x in vectors[0]) - 1.0) < 1e-3
+    assert vectors[0] != vectors[1]

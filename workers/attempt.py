@@ -5,11 +5,12 @@ Raises `ProviderError` for anything the backend did wrong (including no first to
 """
 
 import asyncio
+import math
 import time
 from typing import Any
 
 from broker.consumer import GroupConsumer
-from broker.messages import Job, Reply, ReplyKind
+from broker.messages import Job, JobKind, Reply, ReplyKind
 from config import Deployment
 from workers.coalesce import Coalescer
 from workers.errors import BackendProtocolError, BackendTimeout
@@ -18,6 +19,8 @@ from workers.usage import counted_usage
 
 # Fields a client may send that are for the gateway, not the backend.
 _GATEWAY_FIELDS = frozenset({"stream_options"})
+# Config defaults that make sense for chat only (a text completion would be refused).
+_CHAT_ONLY = frozenset({"tools", "tool_choice", "parallel_tool_calls", "response_format"})
 
 
 class ReplyWriter:
@@ -57,17 +60,33 @@ class ReplyWriter:
         for choices in chunks:
             for choice in choices:
                 if choice.get("index", 0) == 0:
-                    self.text += (choice.get("delta") or {}).get("content") or ""
+                    self.text += choice_text(choice)
+
+
+def choice_text(choice: dict[str, Any]) -> str:
+    """The text a streamed choice adds: `delta.content` (chat) or `text` (completions)."""
+    if "delta" in choice:
+        return str((choice.get("delta") or {}).get("content") or "")
+    return str(choice.get("text") or "")
 
 
 def backend_body(job: Job, deployment: Deployment) -> dict[str, Any]:
     """The request for the backend: config defaults, overridden by what the client sent."""
+    sent = {k: v for k, v in job.body.items() if v is not None and k not in _GATEWAY_FIELDS}
+    if job.kind is JobKind.EMBEDDING:
+        return {**sent, "model": deployment.upstream_model}  # sampling defaults do not apply
     body = dict(deployment.defaults)
-    body.update((k, v) for k, v in job.body.items() if v is not None and k not in _GATEWAY_FIELDS)
+    if job.kind is JobKind.COMPLETION:
+        body = {k: v for k, v in body.items() if k not in _CHAT_ONLY}
+    body.update(sent)
     body["model"] = deployment.upstream_model
     if job.prefix:
         # Carrying on after another deployment failed mid-answer.
-        body["messages"] = [*body.get("messages", []), {"role": "assistant", "content": job.prefix}]
+        if job.kind is JobKind.CHAT:
+            prefix = {"role": "assistant", "content": job.prefix}
+            body["messages"] = [*body.get("messages", []), prefix]
+        elif isinstance(body.get("prompt"), str):
+            body["prompt"] += job.prefix
     if job.stream:
         body["stream"] = True
         # Ask for a usage chunk; servers that ignore it (llama.cpp) get their tokens counted.
@@ -110,15 +129,37 @@ async def _complete(
     provider: Provider, deployment: Deployment, job: Job, writer: ReplyWriter
 ) -> Reply:
     body = backend_body(job, deployment)
-    response = await provider.complete(deployment, body)
+    response = await provider.complete(deployment, job.kind, body)
+    if job.kind is JobKind.EMBEDDING:
+        pool_embeddings(response)
     usage = response.get("usage")
     source = "backend"
-    if not usage:
-        text = "".join(
-            str((c.get("message") or {}).get("content") or "") for c in response["choices"]
-        )
-        usage, source = counted_usage(body, max(1, len(text) // 4)), "counted"
+    if not usage or not usage.get("prompt_tokens"):
+        usage, source = counted_usage(body, _output_tokens(job.kind, response)), "counted"
     return writer.reply(ReplyKind.DONE, response=response, usage=usage, usage_source=source)
+
+
+def _output_tokens(kind: JobKind, response: dict[str, Any]) -> int:
+    if kind is JobKind.EMBEDDING:
+        return 0
+    text = "".join(
+        str(c.get("text") or "") if kind is JobKind.COMPLETION
+        else str((c.get("message") or {}).get("content") or "")
+        for c in response.get("choices", [])
+    )  # fmt: skip
+    return max(1, len(text) // 4)
+
+
+def pool_embeddings(response: dict[str, Any]) -> None:
+    """Servers that return one vector per token (llama.cpp with some models) get them
+    mean-pooled and L2-normalised, so clients receive one vector per input as OpenAI's do."""
+    for item in response.get("data", []):
+        vectors = item.get("embedding")
+        if isinstance(vectors, list) and vectors and isinstance(vectors[0], list):
+            width = len(vectors[0])
+            mean = [sum(v[i] for v in vectors) / len(vectors) for i in range(width)]
+            norm = math.sqrt(sum(x * x for x in mean)) or 1.0
+            item["embedding"] = [x / norm for x in mean]
 
 
 async def _stream(
@@ -133,7 +174,7 @@ async def _stream(
     body = backend_body(job, deployment)
     coalescer = Coalescer(skip_role=bool(job.prefix))
     usage: dict[str, Any] | None = None
-    async for chunks in provider.stream(deployment, body):
+    async for chunks in provider.stream(deployment, job.kind, body):
         for chunk in chunks:
             if chunk.get("usage"):
                 usage = chunk["usage"]

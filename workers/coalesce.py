@@ -32,7 +32,7 @@ class Coalescer:
             ]
         for choice in choices:
             delta = choice.get("delta") or {}
-            content = delta.get("content")
+            content = delta.get("content") or choice.get("text")
             if content or delta.get("tool_calls") or delta.get("function_call"):
                 self.content_chunks += 1
                 self.text_chars += len(content or "")
@@ -43,9 +43,12 @@ class Coalescer:
                 self._visible = True
         if self._items and _mergeable(self._items[-1], choices):
             for mine, theirs in zip(self._items[-1], choices, strict=True):
-                mine["delta"]["content"] = (mine["delta"].get("content") or "") + (
-                    theirs["delta"].get("content") or ""
-                )
+                if "delta" in mine:
+                    mine["delta"]["content"] = (mine["delta"].get("content") or "") + (
+                        theirs["delta"].get("content") or ""
+                    )
+                else:
+                    mine["text"] = (mine.get("text") or "") + (theirs.get("text") or "")
         else:
             self._items.append(choices)
 
@@ -71,6 +74,14 @@ def _mergeable(previous: Choices, current: Choices) -> bool:
 
 
 def _same_text_stream(mine: dict[str, Any], theirs: dict[str, Any]) -> bool:
+    if "delta" not in mine and "delta" not in theirs:  # text completions: `text` only
+        return (
+            mine.get("index") == theirs.get("index")
+            and not mine.get("finish_reason")
+            and not theirs.get("finish_reason")
+            and mine.get("logprobs") is None
+            and theirs.get("logprobs") is None
+        )
     return (
         mine.get("index") == theirs.get("index")
         and not mine.get("finish_reason")

@@ -8,7 +8,15 @@ _CHARS_PER_TOKEN = 4.0
 
 
 def estimate_prompt_tokens(body: dict[str, Any]) -> int:
-    """Approximate prompt tokens from the text of the messages."""
+    """Approximate prompt tokens from the text of the messages, prompt or input."""
+    for field in ("prompt", "input"):
+        value = body.get(field)
+        if isinstance(value, str):
+            return max(1, math.ceil(len(value) / _CHARS_PER_TOKEN))
+        if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+            return max(1, math.ceil(sum(len(v) for v in value) / _CHARS_PER_TOKEN))
+        if isinstance(value, list) and value:
+            return sum(len(v) if isinstance(v, list) else 1 for v in value)  # token ids
     chars = 0
     for message in body.get("messages") or []:
         content = message.get("content") if isinstance(message, dict) else None

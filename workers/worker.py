@@ -22,7 +22,7 @@ from broker.messages import Attempt, ErrorInfo, Job, ReplyKind
 from broker.queue import ensure_group
 from broker.registry import WorkerInfo, deregister, heartbeat
 from config import Deployment, GatewayConfig
-from workers.attempt import ReplyWriter, run_attempt
+from workers.attempt import ReplyWriter, choice_text, run_attempt
 from workers.errors import ProviderError
 from workers.policy import Action, next_step
 from workers.providers import Provider
@@ -237,7 +237,7 @@ class DeploymentWorker:
         if not sent:
             return job
         text = "".join(
-            (c.get("delta") or {}).get("content") or ""
+            choice_text(c)
             for r in sent
             for choices in r.chunks or []
             for c in choices

@@ -14,6 +14,8 @@ from typing import Any
 
 import orjson
 
+from tests.support import wire
+
 
 @dataclass
 class Behaviour:
@@ -29,6 +31,7 @@ class Behaviour:
     drop_after: int | None = None  # close the connection after N streamed tokens
     no_finish: bool = False  # end the stream without finish_reason and [DONE]
     retry_after: str | None = None
+    per_token_embeddings: bool = False  # answer like llama.cpp does for SmolLM2
 
 
 @dataclass
@@ -43,6 +46,7 @@ class FakeBackend:
     max_active: int = 0
     aborted: int = 0  # streams whose reader went away before the end
     writers: set[asyncio.StreamWriter] = field(default_factory=set)
+    headers: list[dict[str, str]] = field(default_factory=list)  # of each request, in order
 
     async def serve(self) -> asyncio.Server:
         """Start listening; returns the asyncio server."""
@@ -60,14 +64,15 @@ class FakeBackend:
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
+                headers: dict[str, str] = {}
                 for line in head.split(b"\r\n")[1:]:
                     name, _, value = line.partition(b":")
-                    if name.strip().lower() == b"content-length":
-                        length = int(value)
+                    if name:
+                        headers[name.strip().lower().decode()] = value.strip().decode()
+                length = int(headers.get("content-length", "0"))
                 body = await reader.readexactly(length) if length else b""
                 path = head.split(b" ", 2)[1]
-                keep = await self._handle(path, body, writer)
+                keep = await self._handle(path, body, writer, headers)
                 if not keep:
                     break
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
@@ -76,25 +81,41 @@ class FakeBackend:
             self.writers.discard(writer)
             writer.close()
 
-    async def _handle(self, path: bytes, raw: bytes, writer: asyncio.StreamWriter) -> bool:
-        if not path.endswith(b"/chat/completions"):
-            _respond(
-                writer, 404, {"error": {"message": "not found", "type": "invalid_request_error"}}
-            )
+    async def _handle(
+        self, path: bytes, raw: bytes, writer: asyncio.StreamWriter, headers: dict[str, str]
+    ) -> bool:
+        known = (b"/chat/completions", b"/completions", b"/embeddings", b"/v1/messages")
+        if not path.endswith(known):
+            error = {"message": "not found", "type": "invalid_request_error"}
+            _respond(writer, 404, {"error": error})
             return True
         body = orjson.loads(raw) if raw else {}
         self.requests.append(body)
+        self.headers.append(headers)
         b = self.behaviour
         call = len(self.requests)
         if b.hang_first and call <= b.hang_first:
             await asyncio.sleep(3600)
+        anthropic = path.endswith(b"/v1/messages")
         if b.status != 200 and (not b.fail_first or call <= b.fail_first):
             extra = {"retry-after": b.retry_after} if b.retry_after else {}
-            error = {"message": f"fake failure {b.status}", "type": "server_error", "code": None}
-            _respond(writer, b.status, {"error": error}, extra)
+            if anthropic:
+                failure = {"type": "overloaded_error", "message": f"fake failure {b.status}"}
+                _respond(writer, b.status, {"type": "error", "error": failure}, extra)
+            else:
+                error = {
+                    "message": f"fake failure {b.status}",
+                    "type": "server_error",
+                    "code": None,
+                }
+                _respond(writer, b.status, {"error": error}, extra)
             return True
         n = b.tokens or body.get("max_tokens") or 8
         words = [f"w{i} " for i in range(n)]
+        other = self._other_dialects(path, body, words, writer)
+        if other is not None:
+            await writer.drain()
+            return other
         self.active += 1
         self.max_active = max(self.max_active, self.active)
         try:
@@ -110,6 +131,42 @@ class FakeBackend:
             return True
         finally:
             self.active -= 1
+
+    def _other_dialects(
+        self, path: bytes, body: dict[str, Any], words: list[str], writer: asyncio.StreamWriter
+    ) -> bool | None:
+        """Anthropic messages, tool calls, text completions, embeddings (no fault behaviours)."""
+        stream = bool(body.get("stream"))
+        if path.endswith(b"/v1/messages"):
+            if not stream:
+                _respond(writer, 200, wire.anthropic_message(body, words))
+                return True
+            _start_chunked(writer)
+            for event in wire.anthropic_events(body, words):
+                _chunk(writer, event)
+        elif path.endswith(b"/embeddings"):
+            _respond(writer, 200, wire.embeddings(body, self.behaviour.per_token_embeddings))
+            return True
+        elif path.endswith(b"/chat/completions") and body.get("tools"):
+            if not stream:
+                _respond(writer, 200, wire.openai_tool_call(body))
+                return True
+            _start_chunked(writer)
+            for chunk in wire.openai_tool_call_chunks(body):
+                _event(writer, chunk)
+            _chunk(writer, b"data: [DONE]\n\n")
+        elif not path.endswith(b"/chat/completions"):
+            if not stream:
+                _respond(writer, 200, wire.text_completion(body, words))
+                return True
+            _start_chunked(writer)
+            for chunk in wire.text_completion_chunks(words):
+                _event(writer, chunk)
+            _chunk(writer, b"data: [DONE]\n\n")
+        else:
+            return None
+        writer.write(b"0\r\n\r\n")
+        return True
 
     async def _stream(
         self, body: dict[str, Any], words: list[str], writer: asyncio.StreamWriter
@@ -203,6 +260,12 @@ def _respond(
     head = f"HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n"
     head += f"content-length: {len(data)}\r\n{extra}\r\n"
     writer.write(head.encode() + data)
+
+
+def _start_chunked(writer: asyncio.StreamWriter) -> None:
+    writer.write(
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+    )
 
 
 def _event(writer: asyncio.StreamWriter, payload: dict[str, Any]) -> None:

@@ -4,6 +4,7 @@ import httpx
 
 from config.model import Deployment
 from config.model import Provider as ProviderKind
+from workers.providers.anthropic import AnthropicProvider
 from workers.providers.base import Chunk, Provider
 from workers.providers.openai import OpenAICompatible
 
@@ -12,6 +13,6 @@ __all__ = ["Chunk", "Provider", "provider_for"]
 
 def provider_for(deployment: Deployment, http: httpx.AsyncClient) -> Provider:
     """The provider implementation for a deployment's wire protocol."""
-    if deployment.provider is ProviderKind.OPENAI:
-        return OpenAICompatible(http)
-    raise NotImplementedError(f"provider {deployment.provider.value} is not supported yet")
+    if deployment.provider is ProviderKind.ANTHROPIC:
+        return AnthropicProvider(http)
+    return OpenAICompatible(http)

@@ -3,18 +3,26 @@
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
+from broker.messages import JobKind
 from config import Deployment
 
 Chunk = dict[str, Any]
 
 
 class Provider(Protocol):
-    """A backend wire protocol. Implementations raise only `workers.errors.ProviderError`."""
+    """A backend wire protocol, spoken in OpenAI's shapes on our side.
 
-    async def complete(self, deployment: Deployment, body: dict[str, Any]) -> dict[str, Any]:
-        """Non-streaming call: the OpenAI `chat.completion` body."""
+    Implementations raise only `workers.errors.ProviderError` (and subclasses).
+    """
+
+    async def complete(
+        self, deployment: Deployment, kind: JobKind, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Non-streaming call: the OpenAI response body for `kind`."""
         ...
 
-    def stream(self, deployment: Deployment, body: dict[str, Any]) -> AsyncIterator[list[Chunk]]:
-        """Streaming call: OpenAI `chat.completion.chunk` dicts, batched per network read."""
+    def stream(
+        self, deployment: Deployment, kind: JobKind, body: dict[str, Any]
+    ) -> AsyncIterator[list[Chunk]]:
+        """Streaming call: OpenAI chunk dicts for `kind`, batched per network read."""
         ...

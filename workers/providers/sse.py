@@ -10,8 +10,9 @@ from workers.errors import BackendProtocolError, ProviderError
 class SSEParser:
     """Feed raw bytes as they arrive; get back the JSON events completed by them."""
 
-    def __init__(self) -> None:
+    def __init__(self, raw_errors: bool = False) -> None:
         self._buffer = b""
+        self._raw_errors = raw_errors  # hand error events to the caller (Anthropic's shape)
         self.done = False  # saw `data: [DONE]`
 
     def feed(self, data: bytes) -> list[dict[str, Any]]:
@@ -31,7 +32,12 @@ class SSEParser:
                 event = orjson.loads(payload)
             except orjson.JSONDecodeError as exc:
                 raise BackendProtocolError(f"backend sent an unparseable event: {exc}") from None
-            if isinstance(event, dict) and "error" in event and "choices" not in event:
+            if (
+                not self._raw_errors
+                and isinstance(event, dict)
+                and "error" in event
+                and "choices" not in event
+            ):
                 raise _stream_error(event["error"])
             events.append(event)
         return events

@@ -1,0 +1,102 @@
+"""Anthropic provider: the Messages API over httpx (translation in `anthropic_wire`)."""
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import orjson
+
+from broker.messages import JobKind
+from config import Deployment
+from workers.errors import BackendFailed, BackendProtocolError, BackendRejected, ProviderError
+from workers.providers.anthropic_wire import StreamTranslator, to_completion, to_messages_request
+from workers.providers.base import Chunk
+from workers.providers.common import error_fields, retry_after, status_error, transport_error
+from workers.providers.sse import SSEParser
+
+API_VERSION = "2023-06-01"
+
+
+class AnthropicProvider:
+    """Calls `{api_base}/v1/messages`."""
+
+    def __init__(self, http: httpx.AsyncClient) -> None:
+        self._http = http
+
+    async def complete(
+        self, deployment: Deployment, kind: JobKind, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        """A non-streaming Messages call, returned as an OpenAI `chat.completion`."""
+        url, headers, content, timeout = _request(deployment, kind, body, stream=False)
+        try:
+            resp = await self._http.post(url, content=content, headers=headers, timeout=timeout)
+        except httpx.HTTPError as exc:
+            raise transport_error(exc, deployment) from exc
+        if resp.status_code >= 400:
+            raise _anthropic_error(resp.status_code, resp.content, resp.headers, deployment)
+        try:
+            message = orjson.loads(resp.content)
+        except orjson.JSONDecodeError:
+            raise BackendProtocolError(
+                f"{deployment.id} returned a body that is not JSON"
+            ) from None
+        if not isinstance(message, dict) or not isinstance(message.get("content"), list):
+            raise BackendProtocolError(f"{deployment.id} returned no content")
+        return to_completion(message)
+
+    async def stream(
+        self, deployment: Deployment, kind: JobKind, body: dict[str, Any]
+    ) -> AsyncIterator[list[Chunk]]:
+        """A streaming Messages call; events become OpenAI chunks, per network read."""
+        url, headers, content, timeout = _request(deployment, kind, body, stream=True)
+        parser = SSEParser(raw_errors=True)
+        events = StreamTranslator()
+        try:
+            async with self._http.stream(
+                "POST", url, content=content, headers=headers, timeout=timeout
+            ) as resp:
+                if resp.status_code >= 400:
+                    raw = await resp.aread()
+                    raise _anthropic_error(resp.status_code, raw, resp.headers, deployment)
+                async for data in resp.aiter_raw():
+                    chunks = [c for e in parser.feed(data) for c in events.feed(e, deployment)]
+                    if chunks:
+                        yield chunks
+                    if events.done:
+                        return
+        except httpx.HTTPError as exc:
+            raise transport_error(exc, deployment) from exc
+
+
+def _request(
+    deployment: Deployment, kind: JobKind, body: dict[str, Any], *, stream: bool
+) -> tuple[str, dict[str, str], bytes, httpx.Timeout]:
+    if kind is not JobKind.CHAT:
+        raise BackendRejected(
+            f"{deployment.id} is an Anthropic deployment: it serves chat, not {kind.value}",
+            status=400,
+        )
+    headers = {
+        "content-type": "application/json",
+        "anthropic-version": API_VERSION,
+        "x-api-key": deployment.api_key or "",
+    }
+    headers.update(deployment.extra_headers)
+    read = deployment.stream_timeout if stream else deployment.timeout
+    timeout = httpx.Timeout(connect=5.0, read=read, write=30.0, pool=30.0)
+    payload = to_messages_request(body, deployment.upstream_model, stream=stream)
+    return f"{deployment.api_base}/v1/messages", headers, orjson.dumps(payload), timeout
+
+
+def _anthropic_error(
+    status: int, raw: bytes, headers: httpx.Headers, deployment: Deployment
+) -> ProviderError:
+    if status == 529:  # overloaded: Anthropic's own code, always worth a retry
+        message, code, _param = error_fields(raw)
+        return BackendFailed(
+            f"{deployment.id} is overloaded (529): {message}",
+            status=503,
+            code=code or "overloaded_error",
+            retry_after=retry_after(headers.get("retry-after")),
+        )
+    return status_error(status, raw, headers, deployment)
