@@ -20,6 +20,7 @@ from api.live import LiveGroups
 from api.messages import messages
 from api.models import list_models
 from api.state import Gateway
+from broker.cache import ResponseCache
 from broker.connection import connect
 from broker.errors import BrokerError, BrokerUnavailable
 from broker.keys import Keys
@@ -46,7 +47,8 @@ def create_app(config: GatewayConfig, redis_url: str) -> FastAPI:
             )
         live = LiveGroups(redis, keys)
         live.start()
-        app.state.gateway = Gateway(config, redis, keys, dispatcher, live)
+        cache = ResponseCache(redis, keys, config.cache.namespace or "default")
+        app.state.gateway = Gateway(config, redis, keys, dispatcher, live, cache)
         try:
             yield
         finally:

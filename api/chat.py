@@ -5,8 +5,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from api.cache import plan
 from api.flow import ClientGone, make_job, parse_body, sse, start, validate
-from api.replies import OpenAIStream, response_body, route_headers
+from api.replies import OpenAIStream, response_body
 from api.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, GatewayOptions
 from api.state import gateway
 from broker.messages import JobKind
@@ -40,11 +41,12 @@ async def _serve(
 ) -> Response:
     gw = gateway(request)
     job = make_job(gw, kind, req, data, include_usage=usage)
+    cache = plan(gw.config, kind, req.model, data, request.headers)
     try:
-        first, replies = await start(request, gw, job)
+        started = await start(request, gw, job, cache)
     except ClientGone:
         return Response(status_code=499)
-    headers = route_headers(job, first)
     if not job.stream:
-        return Response(response_body(job, first), media_type="application/json", headers=headers)
-    return sse(gw, job, replies, first, writer=OpenAIStream(job), headers=headers)
+        body = response_body(job, started.first)
+        return Response(body, media_type="application/json", headers=started.headers())
+    return sse(gw, started, OpenAIStream(job))

@@ -9,6 +9,7 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import anyio
@@ -17,7 +18,9 @@ from pydantic import BaseModel, ValidationError
 from sse_starlette import EventSourceResponse
 from starlette.requests import Request
 
+from api.cache import CachePlan, entry, replay
 from api.errors import GatewayError, GatewayTimeout, InvalidRequest, Unavailable, UpstreamError
+from api.replies import route_headers
 from api.schemas import GatewayOptions
 from api.state import Gateway
 from broker.errors import BrokerError, BrokerUnavailable, QueueFull, ReplyAborted, ReplyLost
@@ -149,14 +152,96 @@ def unknown_model(gw: Gateway, name: str, param: str = "model") -> InvalidReques
     )
 
 
-async def start(request: Request, gw: Gateway, job: Job) -> tuple[Reply, ReplyStream]:
-    """Enqueue `job` and wait for its first reply (the whole answer, when not streaming).
+@dataclass
+class Started:
+    """An answer that has begun: its first reply, the rest to come, and the cache's part."""
+
+    job: Job
+    first: Reply
+    replies: ReplyStream
+    cache: CachePlan | None = None
+    hit: bool = False
+
+    def headers(self) -> dict[str, str]:
+        """Routing headers, plus `x-inferq-cache` when the cache was consulted."""
+        headers = route_headers(self.job, self.first)
+        if self.cache is not None:
+            headers["x-inferq-cache"] = "hit" if self.hit else "miss"
+        return headers
+
+
+async def start(request: Request, gw: Gateway, job: Job, cache: CachePlan | None = None) -> Started:
+    """Answer from the cache, or enqueue `job` and wait for its first reply (the whole answer,
+    when not streaming).
 
     Raises the job's error as a GatewayError, ClientGone if the client left while waiting.
     The reply stream stays open only for a stream whose answer has begun.
     """
     if not gw.dispatcher.ready:
         raise Unavailable("The queue is unreachable (Redis is down); retry shortly.")
+    if cache is not None:
+        hit = await _from_cache(gw, job, cache)
+        if hit is not None:
+            return hit
+    try:
+        started = await _start_live(request, gw, job, cache)
+    except BaseException:
+        if cache is not None and cache.store:
+            gw.background(gw.cache.end_flight(cache.digest, job.id, cache.namespace))
+        raise
+    if cache is not None and cache.store and not job.stream:
+        _store(gw, job, cache, [], started.first)
+    return started
+
+
+async def _from_cache(gw: Gateway, job: Job, cache: CachePlan) -> Started | None:
+    """A stored answer, or one an identical request in flight is producing (single flight)."""
+    try:
+        if cache.lookup:
+            hit = await _hit(gw, job, cache)
+            if hit is not None:
+                return hit
+        if cache.store and not await gw.cache.claim_flight(
+            cache.digest, job.id, job.deadline - time.time(), cache.namespace
+        ):
+            return await _await_flight(gw, job, cache)
+    except BrokerError as exc:
+        log.warning("cache unavailable for job %s: %s", job.id, exc)
+    return None
+
+
+async def _hit(gw: Gateway, job: Job, cache: CachePlan) -> Started | None:
+    raw = await gw.cache.get(cache.digest, cache.namespace)
+    replies = replay(job, raw, cache.max_age) if raw else None
+    if not replies:
+        return None
+    stream = ReplyStream(job.id)
+    for reply in replies:
+        stream._put(reply)
+    return Started(job, await stream.next(), stream, cache, hit=True)
+
+
+async def _await_flight(gw: Gateway, job: Job, cache: CachePlan) -> Started | None:
+    """Wait for the identical request in flight to store its answer; None if it gave up."""
+    polls = 0
+    while time.time() < job.deadline:
+        await asyncio.sleep(0.02)
+        polls += 1
+        hit = await _hit(gw, job, cache)
+        if hit is not None:
+            return hit
+        if polls % 10 == 0 and not await gw.cache.in_flight(cache.digest, cache.namespace):
+            return None  # the leader failed or was cancelled: answer this one ourselves
+    return None
+
+
+def _store(gw: Gateway, job: Job, cache: CachePlan, deltas: list[Reply], done: Reply) -> None:
+    """Keep a complete, successful answer (in the background: the client does not wait)."""
+    data = entry(job.kind, deltas, done)
+    gw.background(gw.cache.put(cache.digest, data, cache.ttl, cache.namespace))
+
+
+async def _start_live(request: Request, gw: Gateway, job: Job, cache: CachePlan | None) -> Started:
     job = await _with_live_worker(gw, job)
     replies = await _submit(gw, job)
     watcher = asyncio.ensure_future(_client_gone(request, replies))
@@ -177,22 +262,14 @@ async def start(request: Request, gw: Gateway, job: Job) -> tuple[Reply, ReplySt
         assert first.error is not None
         e = first.error
         raise UpstreamError(e.message, status=e.status, type=e.type, code=e.code, param=e.param)
-    return first, replies
+    return Started(job, first, replies, cache)
 
 
-def sse(
-    gw: Gateway,
-    job: Job,
-    replies: ReplyStream,
-    first: Reply,
-    *,
-    writer: StreamWriter,
-    headers: dict[str, str],
-) -> EventSourceResponse:
+def sse(gw: Gateway, started: Started, writer: StreamWriter) -> EventSourceResponse:
     """The streamed answer as an SSE response."""
     return EventSourceResponse(
-        _events(gw, job, replies, first, writer),
-        headers=headers,
+        _events(gw, started, writer),
+        headers=started.headers(),
         ping=15,
         sep="\n",
         # On SIGTERM, streams in flight get this long to finish before they are cut.
@@ -263,25 +340,52 @@ async def next_reply(replies: ReplyStream, job: Job) -> Reply:
         raise UpstreamError(f"The answer was interrupted: {exc}", status=502) from None
 
 
-async def _events(
-    gw: Gateway, job: Job, replies: ReplyStream, first: Reply, writer: StreamWriter
-) -> AsyncIterator[bytes]:
+class _Keeper:
+    """Collects a live stream's replies and stores the answer once it completes."""
+
+    def __init__(self, gw: Gateway, started: Started) -> None:
+        self._gw = gw
+        self._started = started
+        self._cache = started.cache if started.cache and started.cache.store else None
+        if started.hit:
+            self._cache = None  # a replay is stored already
+        self._deltas: list[Reply] = []
+
+    def delta(self, reply: Reply) -> None:
+        if self._cache:
+            self._deltas.append(reply)
+
+    def done(self, reply: Reply) -> None:
+        if self._cache:
+            _store(self._gw, self._started.job, self._cache, self._deltas, reply)
+
+    def failed(self) -> None:
+        if self._cache:
+            end = self._gw.cache.end_flight(
+                self._cache.digest, self._started.job.id, self._cache.namespace
+            )
+            self._gw.background(end)
+
+
+async def _events(gw: Gateway, started: Started, writer: StreamWriter) -> AsyncIterator[bytes]:
     """SSE events until the terminal reply; a stream always ends in its end or an error."""
-    reply = first
+    job, replies, reply = started.job, started.replies, started.first
+    keeper = _Keeper(gw, started)
     finished = False
     try:
         while True:
             if reply.kind is ReplyKind.DELTA:
+                keeper.delta(reply)
                 for event in writer.deltas(reply):
                     yield event
             elif reply.kind is ReplyKind.DONE:
                 finished = True
+                keeper.done(reply)
                 for event in writer.done(reply):
                     yield event
                 return
             else:
                 assert reply.error is not None
-                finished = True
                 e = reply.error
                 yield writer.error(
                     UpstreamError(e.message, status=e.status, type=e.type, code=e.code)
@@ -293,7 +397,9 @@ async def _events(
                 yield writer.error(exc)
                 return
     finally:
-        if finished:
+        if not finished:
+            keeper.failed()
+        if finished or reply.kind is ReplyKind.ERROR:
             gw.dispatcher.close(job.id)
-        else:
+        elif not started.hit:
             gw.abandon(job.id)  # client gone, deadline passed or reply lost: free the worker

@@ -13,9 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import Response
 
+from api.cache import plan
 from api.errors import GatewayError
 from api.flow import ClientGone, make_job, parse_body, sse, start, validate
-from api.replies import route_headers
 from api.schemas import GatewayOptions
 from api.state import gateway
 from broker.messages import Job, JobKind, Reply
@@ -62,16 +62,15 @@ async def _messages(request: Request) -> Response:
     req = validate(MessagesRequest, data)
     body = to_chat_body(req, data)
     job = make_job(gw, JobKind.CHAT, req, body, include_usage=True)
+    cache = plan(gw.config, JobKind.CHAT, req.model, {**body, "model": req.model}, request.headers)
     try:
-        first, replies = await start(request, gw, job)
+        started = await start(request, gw, job, cache)
     except ClientGone:
         return Response(status_code=499)
-    headers = route_headers(job, first)
     if not job.stream:
-        return Response(
-            orjson.dumps(to_message(job, first)), media_type="application/json", headers=headers
-        )
-    return sse(gw, job, replies, first, writer=AnthropicStream(job), headers=headers)
+        message = orjson.dumps(to_message(job, started.first))
+        return Response(message, media_type="application/json", headers=started.headers())
+    return sse(gw, started, AnthropicStream(job))
 
 
 def _anthropic_error(exc: GatewayError) -> Response:

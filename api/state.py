@@ -2,11 +2,14 @@
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from starlette.requests import Request
 
 from api.live import LiveGroups
+from broker.cache import ResponseCache
 from broker.cancel import cancel
 from broker.connection import Redis
 from broker.errors import BrokerError
@@ -26,21 +29,29 @@ class Gateway:
     keys: Keys
     dispatcher: ReplyDispatcher
     live: LiveGroups
+    cache: ResponseCache
     _background: set[asyncio.Task[None]] = field(default_factory=set)
 
     def abandon(self, job_id: str) -> None:
         """The client of `job_id` is gone: stop collecting its replies and tell the workers,
         in the background (this runs in cleanup paths that must not wait on Redis)."""
         self.dispatcher.close(job_id)
-        task = asyncio.get_running_loop().create_task(self._cancel(job_id))
+        self.background(self._cancel(job_id))
+
+    def background(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` without making the request wait; Redis errors are logged, not raised."""
+        task = asyncio.get_running_loop().create_task(self._quietly(work))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _cancel(self, job_id: str) -> None:
+    async def _quietly(self, work: Coroutine[Any, Any, None]) -> None:
         try:
-            await cancel(self.redis, self.keys, job_id)
+            await work
         except BrokerError as exc:
-            log.warning("could not announce cancellation of job %s: %s", job_id, exc)
+            log.warning("background Redis work failed: %s", exc)
+
+    async def _cancel(self, job_id: str) -> None:
+        await cancel(self.redis, self.keys, job_id)
 
 
 def gateway(request: Request) -> Gateway:

@@ -73,6 +73,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         "messages": [{"role": "user", "content": "Say something."}],
         "max_tokens": args.tokens,
         "stream": args.stream,
+        **json.loads(args.extra),
     }
     body = orjson.dumps(payload)
     firsts: list[float] = []
@@ -133,6 +134,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=16)
     parser.add_argument("--stream", action="store_true")
     parser.add_argument("--warmup", type=int, default=50)
+    parser.add_argument("--extra", default="{}", help="JSON merged into the request body")
     args = parser.parse_args()
     try:
         import uvloop

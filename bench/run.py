@@ -29,6 +29,7 @@ model_list:
       max_parallel_requests: 64
 general_settings:
   master_key: {key}
+  cache: true
 inferq_settings:
   key_prefix: bench
   queue_limit: 100000
@@ -39,6 +40,7 @@ TARGETS = {
     "added_ttft_p50_ms": ("<=", 3.0),
     "requests_per_s_c32": (">=", 500.0),
     "streams_per_s_c32": (">=", 100.0),
+    "cache_hit_p50_ms": ("<=", 1.0),
 }
 
 
@@ -62,13 +64,17 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
 Result = dict[str, float]
 
 
+# The cache is on (as in the seed's deployment); the queue cases bypass it, the hit case uses it.
+BYPASS = json.dumps({"cache": {"no-cache": True, "no-store": True}})
+
+
 def load(url: str, *, stream: bool, concurrency: int, duration: float, requests: int,
-         tokens: int, key: str) -> Result:  # fmt: skip
+         tokens: int, key: str, extra: str = BYPASS) -> Result:  # fmt: skip
     """Run the load generator on the client CPU; its summary as a dict."""
     cmd = pinned(
         CLIENT_CPU, sys.executable, "-m", "bench.loadgen", "--url", url, "--key", key,
         "--concurrency", str(concurrency), "--duration", str(duration),
-        "--requests", str(requests), "--tokens", str(tokens),
+        "--requests", str(requests), "--tokens", str(tokens), "--extra", extra,
     )  # fmt: skip
     if stream:
         cmd.append("--stream")
@@ -92,7 +98,11 @@ def measure(base: str, key: str, args: argparse.Namespace) -> Result:
                tokens=16, key=key)  # fmt: skip
     sps = load(url, stream=True, concurrency=32, duration=args.duration, requests=10**9,
                tokens=64, key=key)  # fmt: skip
+    hit = load(url, stream=False, concurrency=1, duration=60, requests=args.n_latency,
+               tokens=16, key=key, extra="{}")  # fmt: skip
     return {
+        "hit_p50": hit["total_p50"],
+        "hit_p99": hit["total_p99"],
         "latency_p50": lat["total_p50"],
         "latency_p99": lat["total_p99"],
         "ttft_p50": ttft["first_p50"],
@@ -157,6 +167,7 @@ def report(direct: dict[str, float], via: dict[str, float]) -> int:
         "added_ttft_p99_ms": via["ttft_p99"] - direct["ttft_p99"],
         "requests_per_s_c32": via["rps"],
         "streams_per_s_c32": via["sps"],
+        "cache_hit_p50_ms": via["hit_p50"],
     }
     print()
     print(f"{'case':<34}{'direct':>10}{'inferq':>10}")
@@ -167,6 +178,8 @@ def report(direct: dict[str, float], via: dict[str, float]) -> int:
         ("64-token stream TTFT p99 (ms), c=1", "ttft_p99"),
         ("non-stream requests/s, c=32", "rps"),
         ("64-token streams/s, c=32", "sps"),
+        ("cache hit p50 (ms), c=1", "hit_p50"),
+        ("cache hit p99 (ms), c=1", "hit_p99"),
     ]
     for label, key in rows:
         print(f"{label:<34}{direct[key]:>10.2f}{via[key]:>10.2f}")

@@ -43,6 +43,14 @@ class Keys:
         """Hash of requests and tokens a deployment used in one minute (rpm/tpm pacing)."""
         return f"{self.prefix}:{{{group}}}:window:{deployment}:{minute}"
 
+    def cache(self, namespace: str, digest: str) -> str:
+        """A cached answer."""
+        return f"{self.prefix}:cache:{namespace}:{digest}"
+
+    def flight(self, namespace: str, digest: str) -> str:
+        """Marks an answer being produced now (single flight), with the owner's job id."""
+        return f"{self.prefix}:flight:{namespace}:{digest}"
+
     def cancel(self) -> str:
         """Pub/sub channel on which API processes announce cancelled jobs to every worker."""
         return f"{self.prefix}:cancel"
