@@ -19,7 +19,9 @@ from api.limits import BodyLimit
 from api.live import LiveGroups
 from api.messages import messages
 from api.models import list_models
+from api.observe import metrics, usage_report
 from api.state import Gateway
+from api.usage import Metrics, UsageRecorder
 from broker.cache import ResponseCache
 from broker.connection import connect
 from broker.errors import BrokerError, BrokerUnavailable
@@ -48,10 +50,13 @@ def create_app(config: GatewayConfig, redis_url: str) -> FastAPI:
         live = LiveGroups(redis, keys)
         live.start()
         cache = ResponseCache(redis, keys, config.cache.namespace or "default")
-        app.state.gateway = Gateway(config, redis, keys, dispatcher, live, cache)
+        usage = UsageRecorder(redis, keys, config, Metrics())
+        usage.start()
+        app.state.gateway = Gateway(config, redis, keys, dispatcher, live, cache, usage)
         try:
             yield
         finally:
+            await usage.stop()
             await live.stop()
             await dispatcher.stop()
             await redis.aclose()
@@ -69,6 +74,8 @@ def create_app(config: GatewayConfig, redis_url: str) -> FastAPI:
         app.add_api_route(f"{prefix}/embeddings", embeddings, methods=["POST"])
         app.add_api_route(f"{prefix}/models", list_models, methods=["GET"])
     app.add_api_route("/v1/messages", messages, methods=["POST"])
+    app.add_api_route("/usage", usage_report, methods=["GET"])
+    app.add_api_route("/metrics", metrics, methods=["GET"])
     app.add_api_route("/health", health, methods=["GET"])
     app.add_api_route("/health/liveliness", liveliness, methods=["GET"])
     app.add_api_route("/health/liveness", liveliness, methods=["GET"])

@@ -23,6 +23,7 @@ from api.errors import GatewayError, GatewayTimeout, InvalidRequest, Unavailable
 from api.replies import route_headers
 from api.schemas import GatewayOptions
 from api.state import Gateway
+from api.usage import Tracker
 from broker.errors import BrokerError, BrokerUnavailable, QueueFull, ReplyAborted, ReplyLost
 from broker.messages import Job, JobKind, Reply, ReplyKind
 from broker.queue import enqueue
@@ -161,6 +162,7 @@ class Started:
     replies: ReplyStream
     cache: CachePlan | None = None
     hit: bool = False
+    tracker: Tracker | None = None
 
     def headers(self) -> dict[str, str]:
         """Routing headers, plus `x-inferq-cache` when the cache was consulted."""
@@ -340,53 +342,68 @@ async def next_reply(replies: ReplyStream, job: Job) -> Reply:
         raise UpstreamError(f"The answer was interrupted: {exc}", status=502) from None
 
 
-class _Keeper:
-    """Collects a live stream's replies and stores the answer once it completes."""
+class _Outcome:
+    """What a live stream's end means for the cache (store the answer or release the flight)
+    and for usage (record how it ended), whichever way it ends."""
 
     def __init__(self, gw: Gateway, started: Started) -> None:
         self._gw = gw
         self._started = started
-        self._cache = started.cache if started.cache and started.cache.store else None
-        if started.hit:
-            self._cache = None  # a replay is stored already
+        cache = started.cache
+        self._cache = cache if cache and cache.store and not started.hit else None
         self._deltas: list[Reply] = []
+        self.ended = False
 
     def delta(self, reply: Reply) -> None:
+        if self._started.tracker:
+            self._started.tracker.first_output()
         if self._cache:
             self._deltas.append(reply)
 
     def done(self, reply: Reply) -> None:
+        self.ended = True
         if self._cache:
             _store(self._gw, self._started.job, self._cache, self._deltas, reply)
+        if self._started.tracker:
+            self._started.tracker.done(reply, self._started.hit)
 
-    def failed(self) -> None:
+    def error(self, status: int, kind: str, reply: Reply | None = None) -> None:
+        self.ended = True
+        self._release()
+        if self._started.tracker:
+            self._started.tracker.failed(status, kind, reply)
+
+    def abandoned(self) -> None:
+        if not self.ended:
+            self.error(499, "client_disconnected")
+
+    def _release(self) -> None:
         if self._cache:
-            end = self._gw.cache.end_flight(
-                self._cache.digest, self._started.job.id, self._cache.namespace
+            job = self._started.job
+            self._gw.background(
+                self._gw.cache.end_flight(self._cache.digest, job.id, self._cache.namespace)
             )
-            self._gw.background(end)
 
 
 async def _events(gw: Gateway, started: Started, writer: StreamWriter) -> AsyncIterator[bytes]:
     """SSE events until the terminal reply; a stream always ends in its end or an error."""
     job, replies, reply = started.job, started.replies, started.first
-    keeper = _Keeper(gw, started)
-    finished = False
+    outcome = _Outcome(gw, started)
     try:
         while True:
             if reply.kind is ReplyKind.DELTA:
-                keeper.delta(reply)
+                outcome.delta(reply)
                 for event in writer.deltas(reply):
                     yield event
             elif reply.kind is ReplyKind.DONE:
-                finished = True
-                keeper.done(reply)
+                outcome.done(reply)
                 for event in writer.done(reply):
                     yield event
                 return
             else:
                 assert reply.error is not None
                 e = reply.error
+                outcome.error(e.status, e.type, reply)
                 yield writer.error(
                     UpstreamError(e.message, status=e.status, type=e.type, code=e.code)
                 )
@@ -394,12 +411,12 @@ async def _events(gw: Gateway, started: Started, writer: StreamWriter) -> AsyncI
             try:
                 reply = await next_reply(replies, job)
             except GatewayError as exc:
+                outcome.error(exc.status, exc.type)
                 yield writer.error(exc)
                 return
     finally:
-        if not finished:
-            keeper.failed()
-        if finished or reply.kind is ReplyKind.ERROR:
+        outcome.abandoned()
+        if reply.kind is not ReplyKind.DELTA:
             gw.dispatcher.close(job.id)
         elif not started.hit:
             gw.abandon(job.id)  # client gone, deadline passed or reply lost: free the worker

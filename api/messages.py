@@ -63,13 +63,20 @@ async def _messages(request: Request) -> Response:
     body = to_chat_body(req, data)
     job = make_job(gw, JobKind.CHAT, req, body, include_usage=True)
     cache = plan(gw.config, JobKind.CHAT, req.model, {**body, "model": req.model}, request.headers)
+    tracker = gw.usage.track(request, job)
     try:
         started = await start(request, gw, job, cache)
     except ClientGone:
+        tracker.failed(499, "client_disconnected")
         return Response(status_code=499)
+    except GatewayError as exc:
+        tracker.failed(exc.status, exc.type)
+        raise
     if not job.stream:
+        tracker.done(started.first, started.hit)
         message = orjson.dumps(to_message(job, started.first))
         return Response(message, media_type="application/json", headers=started.headers())
+    started.tracker = tracker
     return sse(gw, started, AnthropicStream(job))
 
 

@@ -29,6 +29,8 @@ def route_headers(job: Job, reply: Reply) -> dict[str, str]:
         headers["x-inferq-deployment"] = reply.deployment
     if reply.usage_source:
         headers["x-inferq-usage-source"] = reply.usage_source
+    if reply.cost is not None:
+        headers["x-inferq-response-cost"] = f"{reply.cost:.8f}".rstrip("0").rstrip(".") or "0"
     return headers
 
 

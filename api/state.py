@@ -9,6 +9,7 @@ from typing import Any
 from starlette.requests import Request
 
 from api.live import LiveGroups
+from api.usage import UsageRecorder
 from broker.cache import ResponseCache
 from broker.cancel import cancel
 from broker.connection import Redis
@@ -30,6 +31,7 @@ class Gateway:
     dispatcher: ReplyDispatcher
     live: LiveGroups
     cache: ResponseCache
+    usage: UsageRecorder
     _background: set[asyncio.Task[None]] = field(default_factory=set)
 
     def abandon(self, job_id: str) -> None:

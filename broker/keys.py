@@ -51,6 +51,18 @@ class Keys:
         """Marks an answer being produced now (single flight), with the owner's job id."""
         return f"{self.prefix}:flight:{namespace}:{digest}"
 
+    def usage(self, day: str, dimension: str, value: str) -> str:
+        """Hash of one day's totals for one group, deployment or key."""
+        return f"{self.prefix}:usage:{day}:{dimension}:{value}"
+
+    def usage_index(self, day: str) -> str:
+        """Set of the dimension/value pairs that have totals on a day."""
+        return f"{self.prefix}:usage:{day}:index"
+
+    def usage_log(self) -> str:
+        """Capped stream of per-request usage records."""
+        return f"{self.prefix}:usage:log"
+
     def cancel(self) -> str:
         """Pub/sub channel on which API processes announce cancelled jobs to every worker."""
         return f"{self.prefix}:cancel"

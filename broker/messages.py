@@ -91,6 +91,8 @@ class Reply(BaseModel):
     response: dict[str, Any] | None = None
     usage: dict[str, Any] | None = None
     usage_source: Literal["backend", "counted"] | None = None
+    cost: float | None = None  # USD, from the deployment's prices
+    queue_ms: float | None = None  # time from enqueue to the worker that answered
     error: ErrorInfo | None = None
     attempts: int = 1
 

@@ -190,6 +190,8 @@ def _deployment(
         defaults=defaults,
         extra_headers=dict(p.extra_headers or {}),
         model_info=dict(entry.model_info),
+        input_cost_per_token=p.input_cost_per_token,
+        output_cost_per_token=p.output_cost_per_token,
     )
 
 

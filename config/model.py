@@ -47,6 +47,8 @@ class Deployment:
     defaults: Mapping[str, Any]
     extra_headers: Mapping[str, str] = field(repr=False)
     model_info: Mapping[str, Any]
+    input_cost_per_token: float | None = None
+    output_cost_per_token: float | None = None
 
     @property
     def is_cloud(self) -> bool:

@@ -28,9 +28,7 @@ def redis_url() -> Iterator[str]:
         server.stop()
 
 
-@pytest.fixture
-def prefix(redis_url: str) -> Iterator[str]:
-    """A key prefix of this test's own; its keys are deleted afterwards."""
+def _own_prefix(redis_url: str) -> Iterator[str]:
     name = f"t{secrets.token_hex(4)}"
     yield name
     client = redis.Redis.from_url(redis_url)
@@ -38,6 +36,18 @@ def prefix(redis_url: str) -> Iterator[str]:
     if keys:
         client.delete(*keys)
     client.close()
+
+
+@pytest.fixture
+def prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix of this test's own; its keys are deleted afterwards."""
+    yield from _own_prefix(redis_url)
+
+
+@pytest.fixture(scope="module")
+def module_prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix of this module's own (for fixtures shared by its tests)."""
+    yield from _own_prefix(redis_url)
 
 
 @pytest.fixture

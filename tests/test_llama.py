@@ -38,13 +38,11 @@ def llama(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
 
 @pytest.fixture(scope="module")
 def client(
-    llama: LlamaServer, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+    module_prefix: str, llama: LlamaServer, redis_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[openai.OpenAI]:
     tmp: Path = tmp_path_factory.mktemp("llama-fabric")
     config = tmp / "config.yaml"
-    config.write_text(
-        CONFIG.format(api_base=llama.api_base, key=MASTER_KEY, prefix="llama" + tmp.name[-4:])
-    )
+    config.write_text(CONFIG.format(api_base=llama.api_base, key=MASTER_KEY, prefix=module_prefix))
     fabric = Fabric(config, redis_url, tmp)
     try:
         fabric.start_worker()

@@ -25,6 +25,7 @@ from config import Deployment, GatewayConfig
 from workers.attempt import ReplyWriter, choice_text, run_attempt
 from workers.errors import ProviderError
 from workers.policy import Action, next_step
+from workers.pricing import cost
 from workers.providers import Provider
 
 log = logging.getLogger("inferq.worker")
@@ -246,6 +247,7 @@ class DeploymentWorker:
         return job.model_copy(update={"seq": sent[-1].seq + 1, "prefix": job.prefix + text})
 
     async def _serve_job(self, delivery: Delivery, job: Job) -> None:
+        picked_up = time.time()
         writer = ReplyWriter(self._consumer, job, self.deployment.id)
         if job.deadline <= time.time():
             error = ErrorInfo(
@@ -267,6 +269,14 @@ class DeploymentWorker:
             self.failed += 1
             await self._consumer.complete(delivery, job, writer.reply(ReplyKind.ERROR, error=error))
             return
+        usage = done.usage or {}
+        done = done.model_copy(
+            update={
+                "cost": cost(self.deployment, int(usage.get("prompt_tokens") or 0),
+                             int(usage.get("completion_tokens") or 0)),
+                "queue_ms": round((picked_up - job.created) * 1000, 2),
+            }
+        )  # fmt: skip
         await self._consumer.complete(delivery, job, done)
         self.done += 1
         if self.deployment.tpm and done.usage:

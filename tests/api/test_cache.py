@@ -47,13 +47,11 @@ def fake() -> Iterator[FakeBackend]:
 
 @pytest.fixture(scope="module")
 def fabric(
-    redis_url: str, fake: FakeBackend, tmp_path_factory: pytest.TempPathFactory
+    module_prefix: str, redis_url: str, fake: FakeBackend, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Fabric]:
     tmp = tmp_path_factory.mktemp("cache")
     config = tmp / "config.yaml"
-    config.write_text(
-        CONFIG.format(api_base=fake.api_base, key=MASTER_KEY, prefix="cache" + tmp.name[-6:])
-    )
+    config.write_text(CONFIG.format(api_base=fake.api_base, key=MASTER_KEY, prefix=module_prefix))
     fab = Fabric(config, redis_url, tmp)
     try:
         fab.start_worker()

@@ -24,10 +24,10 @@ def fake() -> Iterator[FakeBackend]:
 
 @pytest.fixture(scope="module")
 def fabric(
-    redis_url: str, fake: FakeBackend, tmp_path_factory: pytest.TempPathFactory
+    module_prefix: str, redis_url: str, fake: FakeBackend, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Fabric]:
     tmp = tmp_path_factory.mktemp("e2e")
-    config = write_config(tmp / "config.yaml", fake.api_base, prefix="e2e" + tmp.name[-6:])
+    config = write_config(tmp / "config.yaml", fake.api_base, prefix=module_prefix)
     fab = Fabric(config, redis_url, tmp)
     try:
         fab.start_worker()

@@ -64,7 +64,10 @@ def fakes() -> Iterator[tuple[FakeBackend, FakeBackend]]:
 
 @pytest.fixture(scope="module")
 def fabric(
-    redis_url: str, fakes: tuple[FakeBackend, FakeBackend], tmp_path_factory: pytest.TempPathFactory
+    module_prefix: str,
+    redis_url: str,
+    fakes: tuple[FakeBackend, FakeBackend],
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Fabric]:
     tmp = tmp_path_factory.mktemp("providers")
     local, claude = fakes
@@ -74,7 +77,7 @@ def fabric(
             local=local.api_base,
             anthropic=f"http://127.0.0.1:{claude.port}",
             key=MASTER_KEY,
-            prefix="prov" + tmp.name[-6:],
+            prefix=module_prefix,
         )
     )
     fab = Fabric(config, redis_url, tmp)
