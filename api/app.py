@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from api.auth import MasterKeyAuth
+from api.budgets import BudgetView
 from api.chat import chat_completions, completions, embeddings
 from api.errors import GatewayError, InvalidRequest, NotFound, Unavailable
 from api.health import health, liveliness, readiness
@@ -47,15 +48,18 @@ def create_app(config: GatewayConfig, redis_url: str) -> FastAPI:
                 "Redis at %s is not answering yet; requests get 503 until it does",
                 _safe_url(redis_url),
             )
-        live = LiveGroups(redis, keys)
+        live = LiveGroups(redis, keys, config)
         live.start()
         cache = ResponseCache(redis, keys, config.cache.namespace or "default")
         usage = UsageRecorder(redis, keys, config, Metrics())
         usage.start()
-        app.state.gateway = Gateway(config, redis, keys, dispatcher, live, cache, usage)
+        budgets = BudgetView(config, redis, keys)
+        budgets.start()
+        app.state.gateway = Gateway(config, redis, keys, dispatcher, live, cache, usage, budgets)
         try:
             yield
         finally:
+            await budgets.stop()
             await usage.stop()
             await live.stop()
             await dispatcher.stop()

@@ -118,20 +118,28 @@ def make_job(
             if fallback is None:
                 raise unknown_model(gw, name, param="fallbacks")
             tail += [g for g in fallback.chain if g not in tail]
-    chain = [
-        g for g in dict.fromkeys([route.chain[0], *tail]) if config.unavailable_reason(g) is None
-    ]
+    ordered = dict.fromkeys([route.chain[0], *tail])
+    chain = [g for g in ordered if config.unavailable_reason(g) is None]
     if not chain:
         reasons = "; ".join(f"{g}: {config.unavailable_reason(g)}" for g in route.chain)
         raise Unavailable(f"Model {options.model} cannot be served right now ({reasons}).")
+    within = [g for g in chain if g not in gw.budgets.blocked]
+    if not within:
+        reasons = "; ".join(gw.budgets.blocked[g] for g in chain)
+        raise GatewayError(
+            f"Model {options.model} is over budget ({reasons}).",
+            status=429,
+            type="budget_exceeded",
+            code="budget_exceeded",
+        )
     now = time.time()
     timeout = options.timeout or config.router.timeout or config.fabric.default_timeout
     return Job(
         id=secrets.token_hex(12),
         kind=kind,
         model=options.model,
-        group=chain[0],
-        fallbacks=chain[1:],
+        group=within[0],
+        fallbacks=within[1:],
         body={k: v for k, v in body.items() if k not in GATEWAY_FIELDS},
         stream=options.stream,
         include_usage=include_usage,
@@ -253,6 +261,9 @@ async def _start_live(request: Request, gw: Gateway, job: Job, cache: CachePlan 
         gw.abandon(job.id)
         log.info("job %s: client disconnected while waiting; cancelled", job.id)
         raise ClientGone from None
+    except GatewayError:
+        gw.abandon(job.id)  # deadline passed or replies lost: stop the work nobody awaits
+        raise
     except BaseException:
         gw.dispatcher.close(job.id)
         raise
@@ -296,8 +307,12 @@ async def _with_live_worker(gw: Gateway, job: Job) -> Job:
             live = await gw.live.refresh()  # the view may be a second old: look again
         except BrokerUnavailable:
             raise Unavailable("The queue is unreachable (Redis is down); retry shortly.") from None
+    # Prefer a group that is served and not cooling down; a cooling one still beats none.
+    usable = [g for g in chain if g in live and g not in gw.live.cooling] or [
+        g for g in chain if g in live
+    ]
     for i, group in enumerate(chain):
-        if group in live:
+        if usable and group == usable[0]:
             if i == 0:
                 return job
             return job.model_copy(update={"group": group, "fallbacks": chain[i + 1 :]})
@@ -335,8 +350,7 @@ async def next_reply(replies: ReplyStream, job: Job) -> Reply:
             return await replies.next()
     except TimeoutError:
         raise GatewayTimeout(
-            f"No answer from model group {job.group} before the request's deadline.",
-            code="timeout",
+            f"No answer for model {job.model} before the request's deadline.", code="timeout"
         ) from None
     except ReplyLost as exc:
         raise UpstreamError(f"The answer was interrupted: {exc}", status=502) from None

@@ -12,7 +12,9 @@ from contextlib import suppress
 from broker.connection import Redis
 from broker.errors import BrokerError
 from broker.keys import Keys
+from broker.limits import DeploymentLimits
 from broker.registry import live_workers
+from config import GatewayConfig
 
 log = logging.getLogger("inferq.api")
 
@@ -22,14 +24,21 @@ class LiveGroups:
     restart wipes heartbeats for a moment, and that must not turn into a burst of 503s."""
 
     def __init__(
-        self, redis: Redis, keys: Keys, interval: float = 1.0, memory: float = 6.0
+        self,
+        redis: Redis,
+        keys: Keys,
+        config: GatewayConfig,
+        interval: float = 1.0,
+        memory: float = 6.0,
     ) -> None:
+        self._config = config
         self._redis = redis
         self._keys = keys
         self._interval = interval
         self._memory = memory
         self._seen: dict[str, float] = {}
         self.groups: frozenset[str] = frozenset()
+        self.cooling: frozenset[str] = frozenset()  # groups whose every deployment cools down
         self._task: asyncio.Task[None] | None = None
 
     async def refresh(self) -> frozenset[str]:
@@ -38,7 +47,19 @@ class LiveGroups:
         for worker in await live_workers(self._redis, self._keys):
             self._seen[worker.group] = now
         self.groups = frozenset(g for g, t in self._seen.items() if now - t < self._memory)
+        self.cooling = await self._cooling()
         return self.groups
+
+    async def _cooling(self) -> frozenset[str]:
+        cooling = []
+        for group, deployments in self._config.groups.items():
+            lefts = [
+                await DeploymentLimits(self._redis, self._keys, group, d.id).cooldown_left()
+                for d in deployments
+            ]
+            if lefts and all(left > 0 for left in lefts):
+                cooling.append(group)
+        return frozenset(cooling)
 
     def start(self) -> None:
         """Refresh in the background until `stop`."""

@@ -101,7 +101,8 @@ def to_chat_body(req: MessagesRequest, data: dict[str, Any]) -> dict[str, Any]:
     for message in req.messages:
         chat += _chat_messages(message)
     body: dict[str, Any] = {"messages": chat, "max_tokens": req.max_tokens}
-    for key in ("temperature", "top_p", "top_k"):
+    # top_k is left out: OpenAI's API refuses it, and the backend is not known here.
+    for key in ("temperature", "top_p"):
         if data.get(key) is not None:
             body[key] = data[key]
     if req.stop_sequences:
@@ -254,6 +255,7 @@ class AnthropicStream:
         self._block: int | None = None  # index of the open content block
         self._block_is_text = False
         self._blocks = 0
+        self._tool: int | None = None  # OpenAI tool call index of the open tool_use block
         self._stop = "end_turn"
 
     def _start(self) -> Iterable[bytes]:
@@ -296,9 +298,11 @@ class AnthropicStream:
             )
         for call in delta.get("tool_calls") or []:
             function = call.get("function") or {}
-            if call.get("id"):
-                block = {"type": "tool_use", "id": call["id"], "name": function.get("name", ""),
-                         "input": {}}  # fmt: skip
+            index = call.get("index", 0)
+            if self._block is None or self._block_is_text or index != self._tool:
+                self._tool = index  # a new call (keyed by index: some servers repeat the id)
+                block = {"type": "tool_use", "id": call.get("id") or f"toolu_{index}",
+                         "name": function.get("name", ""), "input": {}}  # fmt: skip
                 yield from self._open(block, text=False)
             if function.get("arguments"):
                 partial = {"type": "input_json_delta", "partial_json": function["arguments"]}

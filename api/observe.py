@@ -33,7 +33,9 @@ async def usage_report(request: Request) -> JSONResponse:
     days = [str(start + dt.timedelta(days=i)) for i in range((end - start).days + 1)]
     model = request.query_params.get("model")
     data = await read_days(gw.redis, gw.keys, days)
-    breakdown: dict[str, dict[str, dict[str, float]]] = {"group": {}, "deployment": {}, "key": {}}
+    breakdown: dict[str, dict[str, dict[str, float]]] = {
+        "group": {}, "deployment": {}, "key": {}, "provider": {},
+    }  # fmt: skip
     per_day: list[dict[str, Any]] = []
     for day in days:
         groups = data[day].get("group", {})
@@ -44,7 +46,8 @@ async def usage_report(request: Request) -> JSONResponse:
                     continue
                 if dimension != "group" and model:
                     continue  # per-deployment and per-key totals are not split by group
-                _add(breakdown[dimension].setdefault(value, _zero()), numbers)
+                by_value = breakdown.setdefault(dimension, {})
+                _add(by_value.setdefault(value, _zero()), numbers)
         for value, numbers in groups.items():
             if not model or value == model:
                 _add(day_total, numbers)
@@ -61,6 +64,7 @@ async def usage_report(request: Request) -> JSONResponse:
             "by_group": breakdown["group"],
             "by_deployment": breakdown["deployment"],
             "by_key": breakdown["key"],
+            "by_provider": breakdown["provider"],
             "days": per_day,
         }
     )

@@ -8,6 +8,7 @@ from typing import Any
 
 from starlette.requests import Request
 
+from api.budgets import BudgetView
 from api.live import LiveGroups
 from api.usage import UsageRecorder
 from broker.cache import ResponseCache
@@ -32,6 +33,7 @@ class Gateway:
     live: LiveGroups
     cache: ResponseCache
     usage: UsageRecorder
+    budgets: BudgetView
     _background: set[asyncio.Task[None]] = field(default_factory=set)
 
     def abandon(self, job_id: str) -> None:

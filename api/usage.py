@@ -174,6 +174,7 @@ class UsageRecorder:
             ("group", rec.group or first_group),
             ("deployment", rec.deployment),
             ("key", rec.key),
+            ("provider", rec.provider),
         )
         for dimension, value in dimensions:
             if value:

@@ -190,19 +190,31 @@ class GroupConsumer:
         """Take back our own pending entries that no task of ours serves any more (a Redis
         error interrupted them); `in_flight` are the entries still being served."""
         async with translate_errors():
-            return await self._claim_from(self.consumer, count, skip=in_flight)
+            # min_idle 0: these are ours, and nobody else may take them while we live.
+            return await self._claim_from(self.consumer, count, skip=in_flight, min_idle=0)
 
     async def _claim_from(
-        self, owner: str, count: int, skip: set[bytes] | frozenset[bytes] = frozenset()
+        self,
+        owner: str,
+        count: int,
+        skip: set[bytes] | frozenset[bytes] = frozenset(),
+        min_idle: int = 1000,
     ) -> list[Delivery]:
-        pending: Any = await self._redis.xpending_range(
-            self._stream,
-            CONSUMER_GROUP,
-            min="-",
-            max="+",
-            count=count + len(skip),
-            consumername=owner,
-        )
+        try:
+            pending: Any = await self._redis.xpending_range(
+                self._stream,
+                CONSUMER_GROUP,
+                min="-",
+                max="+",
+                count=count + len(skip),
+                consumername=owner,
+            )
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            # Redis came back empty: the pending entries are gone with it; start afresh.
+            await ensure_group(self._redis, self._keys, self.group)
+            return []
         times = {
             p["message_id"]: int(p["times_delivered"])
             for p in pending or []
@@ -212,7 +224,11 @@ class GroupConsumer:
             return []
         # min_idle_time: of two live workers claiming at once, only the first gets each entry.
         entries: Any = await self._redis.xclaim(
-            self._stream, CONSUMER_GROUP, self.consumer, min_idle_time=1000, message_ids=list(times)
+            self._stream,
+            CONSUMER_GROUP,
+            self.consumer,
+            min_idle_time=min_idle,
+            message_ids=list(times),
         )
         result = []
         for entry_id, fields in entries:

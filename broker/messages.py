@@ -53,6 +53,7 @@ class Job(BaseModel):
     # already received (a stream that moves to another deployment carries on from there).
     seq: int = Field(default=0, ge=0)
     prefix: str = ""
+    prefix_tokens: int = Field(default=0, ge=0)  # tokens of `prefix`, off the max_tokens left
 
     def encode(self) -> bytes:
         """Serialize for XADD (orjson: the body can be large)."""
@@ -91,6 +92,7 @@ class Reply(BaseModel):
     response: dict[str, Any] | None = None
     usage: dict[str, Any] | None = None
     usage_source: Literal["backend", "counted"] | None = None
+    tokens: int | None = None  # DELTA: output tokens (backend chunks) in this message
     cost: float | None = None  # USD, from the deployment's prices
     queue_ms: float | None = None  # time from enqueue to the worker that answered
     error: ErrorInfo | None = None

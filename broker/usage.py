@@ -57,3 +57,21 @@ async def read_days(redis: Redis, keys: Keys, days: list[str]) -> dict[str, dict
         numbers = {k.decode(): float(v) for k, v in row.items()}
         result[day].setdefault(dimension, {})[value] = numbers
     return result
+
+
+async def spend(redis: Redis, keys: Keys, dimension: str, value: str, days: list[str]) -> float:
+    """USD spent by one group or provider over the given days."""
+    async with translate_errors():
+        pipe = redis.pipeline(transaction=False)
+        for day in days:
+            pipe.hget(keys.usage(day, dimension, value), "cost")
+        values = await pipe.execute()
+    return sum(float(v) for v in values if v)
+
+
+async def first_warning(redis: Redis, keys: Keys, marker: str, ttl: float) -> bool:
+    """True for the first caller (in any process) to warn about `marker` this period."""
+    async with translate_errors():
+        return bool(
+            await redis.set(f"{keys.prefix}:budget:warned:{marker}", "1", nx=True, ex=int(ttl))
+        )

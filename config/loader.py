@@ -14,6 +14,7 @@ from config.errors import ConfigError, error_path
 from config.model import (
     DEFAULT_API_BASE,
     Alias,
+    Budget,
     CacheConfig,
     Deployment,
     FabricConfig,
@@ -101,6 +102,7 @@ def _build(doc: ConfigFile, source: str) -> GatewayConfig:
 
     aliases = _aliases(doc, groups, problems)
     fallbacks = _fallbacks(doc, groups, problems)
+    budgets = _budgets(doc, groups, problems)
     if problems:
         raise ConfigError(source, problems)
 
@@ -128,6 +130,8 @@ def _build(doc: ConfigFile, source: str) -> GatewayConfig:
             max_deliveries=fabric.max_deliveries,
             max_request_bytes=fabric.max_request_bytes,
         ),
+        budgets=budgets,
+        budget_webhook=fabric.budget_webhook,
     )
 
 
@@ -237,6 +241,46 @@ def _fallbacks(
                     problems.append((where, f"model group {name!r} does not exist"))
             result[group] = tuple(chain)
     return result
+
+
+_PERIODS = {
+    "1d": "day",
+    "24h": "day",
+    "day": "day",
+    "30d": "month",
+    "1mo": "month",
+    "month": "month",
+}
+
+
+def _budgets(
+    doc: ConfigFile, groups: Mapping[str, Any], problems: list[tuple[str, str]]
+) -> tuple[Budget, ...]:
+    budgets: list[Budget] = []
+    providers = {p.value for p in Provider}
+    for name, spec in doc.router_settings.provider_budget_config.items():
+        where = f"router_settings.provider_budget_config.{name}"
+        period = _PERIODS.get(spec.time_period)
+        if name not in providers:
+            problems.append(
+                (where, f"unknown provider {name!r} (known: {', '.join(sorted(providers))})")
+            )
+        elif period is None:
+            problems.append((f"{where}.time_period", "use 1d (a UTC day) or 30d/1mo (a UTC month)"))
+        else:
+            budgets.append(Budget("provider", name, period, spec.budget_limit, 0.8))
+    for i, b in enumerate(doc.inferq_settings.budgets):
+        where = f"inferq_settings.budgets[{i}]"
+        if bool(b.group) == bool(b.provider):
+            problems.append((where, "give exactly one of group or provider"))
+        elif b.group and b.group not in groups:
+            problems.append((f"{where}.group", f"model group {b.group!r} does not exist"))
+        elif b.provider and b.provider not in providers:
+            problems.append((f"{where}.provider", f"unknown provider {b.provider!r}"))
+        else:
+            scope, target = ("group", b.group) if b.group else ("provider", b.provider)
+            budgets.append(Budget(scope, str(target), b.period, b.limit, b.warn_at))
+    return tuple(budgets)
 
 
 def _cache(general: SettingsSection, litellm: SettingsSection) -> CacheConfig:

@@ -111,6 +111,17 @@ class CacheConfig:
 
 
 @dataclass(frozen=True)
+class Budget:
+    """A spend limit in USD for a model group or a provider, per UTC day or month."""
+
+    scope: str  # "group" or "provider"
+    name: str
+    period: str  # "day" or "month"
+    limit: float
+    warn_at: float  # fraction of `limit` at which to warn
+
+
+@dataclass(frozen=True)
 class FabricConfig:
     """The queue's own settings (`inferq_settings`)."""
 
@@ -134,6 +145,8 @@ class GatewayConfig:
     master_key: str | None = field(repr=False)
     cache: CacheConfig
     fabric: FabricConfig
+    budgets: tuple[Budget, ...] = ()
+    budget_webhook: str | None = None
 
     def route(self, model: str) -> Route | None:
         """Resolve a requested model name (group or alias) to its chain of groups."""

@@ -4,7 +4,7 @@ Unknown keys are kept (a LiteLLM config carries many settings inferq does not us
 warns about the sections it ignores.
 """
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -57,6 +57,26 @@ class RouterSettings(_Open):
     timeout: float | None = Field(default=None, gt=0)
     allowed_fails: int = Field(default=3, ge=0)
     cooldown_time: float = Field(default=5.0, ge=0)
+    provider_budget_config: dict[str, "ProviderBudget"] = Field(default_factory=dict)
+
+
+class ProviderBudget(BaseModel):
+    """LiteLLM's `provider_budget_config` entry: spend limit for a provider per period."""
+
+    model_config = ConfigDict(extra="forbid")
+    budget_limit: float = Field(gt=0)
+    time_period: str = "1d"
+
+
+class BudgetSpec(BaseModel):
+    """`inferq_settings.budgets[]`: a spend limit for one model group or provider."""
+
+    model_config = ConfigDict(extra="forbid")
+    group: str | None = None
+    provider: str | None = None
+    period: Literal["day", "month"] = "day"
+    limit: float = Field(gt=0)
+    warn_at: float = Field(default=0.8, gt=0, le=1)
 
 
 class CacheParams(_Open):
@@ -88,6 +108,8 @@ class InferqSettings(BaseModel):
     default_timeout: float = Field(default=600, gt=0)
     max_deliveries: int = Field(default=3, gt=0)
     max_request_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
+    budgets: list[BudgetSpec] = Field(default_factory=list)
+    budget_webhook: str | None = None  # POSTed a JSON alert when spend crosses a warning
 
 
 class ConfigFile(_Open):

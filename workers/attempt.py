@@ -32,6 +32,8 @@ class ReplyWriter:
         self._deployment = deployment
         self.seq = job.seq
         self.text = ""  # assistant text (choice 0) the client received in this attempt
+        self.tokens = 0  # backend chunks with output sent in this attempt (≈ tokens)
+        self.tool_output = False  # a tool call went out: it cannot be continued elsewhere
 
     @property
     def visible(self) -> bool:
@@ -52,15 +54,19 @@ class ReplyWriter:
         self.seq += 1
         return reply
 
-    async def delta(self, chunks: list[list[dict[str, Any]]]) -> None:
-        """Send coalesced chunks to the waiting client (if any)."""
+    async def delta(self, chunks: list[list[dict[str, Any]]], tokens: int = 0) -> None:
+        """Send coalesced chunks (holding `tokens` output tokens) to the waiting client."""
+        self.tokens += tokens
         if not self._job.reply_to:
             return
-        await self._consumer.publish(self._job, self.reply(ReplyKind.DELTA, chunks=chunks))
+        reply = self.reply(ReplyKind.DELTA, chunks=chunks, tokens=tokens)
+        await self._consumer.publish(self._job, reply)
         for choices in chunks:
             for choice in choices:
                 if choice.get("index", 0) == 0:
                     self.text += choice_text(choice)
+                if (choice.get("delta") or {}).get("tool_calls"):
+                    self.tool_output = True
 
 
 def choice_text(choice: dict[str, Any]) -> str:
@@ -81,7 +87,10 @@ def backend_body(job: Job, deployment: Deployment) -> dict[str, Any]:
     body.update(sent)
     body["model"] = deployment.upstream_model
     if job.prefix:
-        # Carrying on after another deployment failed mid-answer.
+        # Carrying on after another deployment failed mid-answer: ask only for what is left.
+        for field in ("max_tokens", "max_completion_tokens"):
+            if isinstance(body.get(field), int):
+                body[field] = max(1, body[field] - job.prefix_tokens)
         if job.kind is JobKind.CHAT:
             prefix = {"role": "assistant", "content": job.prefix}
             body["messages"] = [*body.get("messages", []), prefix]
@@ -185,11 +194,11 @@ async def _stream(
         if coalescer.visible:
             if not writer.visible:
                 timer.reschedule(deadline)  # first token in: stream_timeout no longer applies
-            await writer.delta(coalescer.drain())
+            await writer.delta(coalescer.drain(), coalescer.content_chunks - writer.tokens)
     if not coalescer.finish_reasons:
         raise BackendProtocolError(f"{deployment.id}: the stream ended without a finish_reason")
     if coalescer:
-        await writer.delta(coalescer.drain())
+        await writer.delta(coalescer.drain(), coalescer.content_chunks - writer.tokens)
     source = "backend"
     if not usage:
         usage, source = counted_usage(body, coalescer.content_chunks), "counted"

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import socket
 import time
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from broker.keys import Keys
 from broker.limits import DeploymentLimits
 from broker.messages import Attempt, ErrorInfo, Job, ReplyKind
 from broker.queue import ensure_group
-from broker.registry import WorkerInfo, deregister, heartbeat
+from broker.registry import WorkerInfo, deregister, heartbeat, live_workers
 from config import Deployment, GatewayConfig
 from workers.attempt import ReplyWriter, choice_text, run_attempt
 from workers.errors import ProviderError
@@ -47,7 +48,9 @@ class DeploymentWorker:
         is_cancelled: Callable[[str], bool] | None = None,
     ) -> None:
         self.deployment = deployment
-        self.id = f"{socket.gethostname()}-{os.getpid()}-{deployment.id}"
+        # The random part: a container restarted with the same hostname and pid is a new
+        # consumer, so the old one's pending jobs are seen as a dead worker's and reclaimed.
+        self.id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}-{deployment.id}"
         self._config = config
         self._redis = redis
         self._keys = Keys(config.fabric.key_prefix)
@@ -88,8 +91,8 @@ class DeploymentWorker:
                     continue
                 deliveries: list[Delivery] = []
                 if self._orphans:
-                    self._orphans = False
                     deliveries = await self._consumer.reclaim_own(free, self._in_flight)
+                    self._orphans = len(deliveries) == free  # more may wait: look again
                 if not deliveries and time.monotonic() >= next_reclaim:
                     next_reclaim = time.monotonic() + self._heartbeat_interval
                     deliveries = await self._consumer.reclaim(free)
@@ -244,7 +247,13 @@ class DeploymentWorker:
             for c in choices
             if c.get("index", 0) == 0
         )
-        return job.model_copy(update={"seq": sent[-1].seq + 1, "prefix": job.prefix + text})
+        return job.model_copy(
+            update={
+                "seq": sent[-1].seq + 1,
+                "prefix": job.prefix + text,
+                "prefix_tokens": job.prefix_tokens + sum(r.tokens or 0 for r in sent),
+            }
+        )
 
     async def _serve_job(self, delivery: Delivery, job: Job) -> None:
         picked_up = time.time()
@@ -310,15 +319,20 @@ class DeploymentWorker:
         if step.action is Action.RETRY:
             retry = job.model_copy(update={"attempts": attempts, "retries": job.retries + 1})
             await self._consumer.retry_later(delivery, retry, time.time() + step.delay)
-        elif step.action is Action.FALLBACK:
+        elif (
+            step.action is Action.FALLBACK
+            and not writer.tool_output  # a half-sent tool call cannot be carried on
+            and (served := await self._served(job.fallbacks))
+        ):
             moved = job.model_copy(
                 update={
                     "attempts": attempts,
-                    "group": job.fallbacks[0],
-                    "fallbacks": job.fallbacks[1:],
+                    "group": served[0],
+                    "fallbacks": served[1:],
                     "retries": 0,
                     "seq": writer.seq,
                     "prefix": job.prefix + writer.text,
+                    "prefix_tokens": job.prefix_tokens + writer.tokens,
                 }
             )
             await self._consumer.move_to(delivery, moved)
@@ -327,6 +341,15 @@ class DeploymentWorker:
             await self._consumer.complete(
                 delivery, job, writer.reply(ReplyKind.ERROR, error=exc.info())
             )
+
+    async def _served(self, groups: list[str]) -> list[str]:
+        """The groups from the first one a live worker serves (a fallback nobody serves would
+        only wait for the request's deadline)."""
+        alive = {w.group for w in await live_workers(self._redis, self._keys)}
+        for i, group in enumerate(groups):
+            if group in alive:
+                return groups[i:]
+        return []
 
     async def _count_failure(self) -> None:
         router = self._config.router

@@ -113,6 +113,7 @@ def test_usage_matches_what_the_backend_reported(fabric: Fabric, fake: FakeBacke
     assert set(report["by_group"]) == {"priced", "local"}
     assert report["by_group"]["local"]["cost"] == 0
     assert set(report["by_deployment"]) == {"priced.0", "local.0"}
+    assert set(report["by_provider"]) == {"openai"}
     [(key, row)] = report["by_key"].items()
     assert MASTER_KEY not in key and row["requests"] == 9
     only = httpx.get(fabric.base_url + "/usage", params={"model": "local"}, headers=AUTH).json()

@@ -219,3 +219,20 @@ def test_empty_sections_are_allowed() -> None:
     config = parse_config(BASE + "router_settings:\ngeneral_settings:\n", env={})
     assert config.router.num_retries == 2
     assert config.master_key is None
+
+
+def test_budgets_in_both_formats() -> None:
+    text = BASE + (
+        "router_settings:\n  provider_budget_config:\n"
+        "    openai: {budget_limit: 10, time_period: 30d}\n"
+        "inferq_settings:\n  budgets: [{group: local-model, limit: 2, warn_at: 0.5}]\n"
+    )
+    budgets = parse_config(text, env={}).budgets
+    assert [(b.scope, b.name, b.period, b.limit) for b in budgets] == [
+        ("provider", "openai", "month", 10.0),
+        ("group", "local-model", "day", 2.0),
+    ]
+    bad = BASE + "inferq_settings:\n  budgets: [{group: ghost, limit: 1}]\n"
+    assert ("inferq_settings.budgets[0].group", "model group 'ghost' does not exist") in problems(
+        bad
+    )

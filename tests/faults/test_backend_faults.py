@@ -211,3 +211,41 @@ def test_stream_cut_mid_answer_continues_on_the_fallback(
     assert roles == ["assistant"]  # one coherent message
     # steady was asked to carry on from what the client already had.
     assert steady.requests[0]["messages"][-1] == {"role": "assistant", "content": "w0 w1 w2 "}
+
+
+def test_fallback_nobody_serves_fails_fast_instead_of_waiting(
+    backends: Callable[[], FakeBackend], fabric_for: Callable[..., Fabric]
+) -> None:
+    failing, idle = backends(), backends()
+    failing.behaviour.status = 500
+    yaml = models(deployment("g", failing.api_base), deployment("orphan", idle.api_base))
+    fabric = fabric_for(yaml + settings(num_retries=0, fallbacks="[{g: [orphan]}]"))
+    fabric.start_worker("worker", "--group", "g")  # nobody serves `orphan`
+    fabric.start_api()
+    started = time.monotonic()
+    resp = post(fabric)
+    assert resp.status_code == 502
+    assert time.monotonic() - started < 5
+    assert idle.requests == []
+
+
+def test_a_cooling_group_is_skipped_up_front(
+    backends: Callable[[], FakeBackend], fabric_for: Callable[..., Fabric]
+) -> None:
+    failing, steady = backends(), backends()
+    failing.behaviour.status = 500
+    yaml = models(deployment("a", failing.api_base), deployment("b", steady.api_base))
+    fabric = fabric_for(
+        yaml + settings(aliases={"g": ["a", "b"]}, num_retries=0, allowed_fails=0, cooldown_time=30)
+    )
+    fabric.start_worker()
+    fabric.start_api()
+    first = post(fabric)  # a fails once: it cools down, and this request falls back to b
+    assert first.headers["x-inferq-model-group"] == "b"
+    time.sleep(1.5)  # the API's view of cooldowns refreshes every second
+    started = time.monotonic()
+    second = post(fabric)
+    assert second.headers["x-inferq-model-group"] == "b"
+    assert second.headers["x-inferq-attempts"] == "1"  # straight to b, no wasted try on a
+    assert time.monotonic() - started < 2
+    assert len(failing.requests) == 1

@@ -63,11 +63,14 @@ def test_sigkill_mid_stream_is_reclaimed_and_completed(
     assert "error" not in out, out.get("error")
     assert out["finish"] == "stop"
     text = str(out["text"])
-    # The victim's words, then the survivor's whole answer, carrying on from them.
+    # The victim's words, then the survivor's answer, carrying on from them.
     partial = backend.requests[1]["messages"][-1]
     assert partial["role"] == "assistant"
     assert partial["content"].startswith("w0 w1 ")
-    assert text == partial["content"] + "".join(f"w{i} " for i in range(20))
+    # The survivor was asked only for the tokens still due: 20 in all, however they split.
+    left = 20 - len(partial["content"].split())
+    assert backend.requests[1]["max_tokens"] == left
+    assert text == partial["content"] + "".join(f"w{i} " for i in range(left))
     assert time.monotonic() - killed_at < 10  # reclaimed within the heartbeat TTL
     assert "reclaimed 1 jobs from dead worker" in fabric.log("survivor")
 

@@ -82,13 +82,20 @@ def _messages(items: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
             _append(messages, "assistant", _assistant_blocks(message))
         else:
             _append(messages, "user", _user_blocks(message.get("content")))
+    if messages and messages[-1]["role"] == "assistant":
+        # A prefill (an answer carried on): Anthropic refuses one ending in whitespace.
+        last = messages[-1]["content"][-1]
+        if last.get("type") == "text":
+            last["text"] = last["text"].rstrip()
     return "\n\n".join(s for s in system if s), messages
 
 
 def _append(messages: list[dict[str, Any]], role: str, blocks: list[dict[str, Any]]) -> None:
-    """Anthropic wants alternating roles: consecutive messages of one role are merged."""
+    """Anthropic wants alternating roles: consecutive messages of one role are merged, and
+    rejects empty text blocks: they are left out, and so is a message left with nothing."""
+    blocks = [b for b in blocks if b.get("type") != "text" or b.get("text")]
     if not blocks:
-        blocks = [{"type": "text", "text": ""}]
+        return
     if messages and messages[-1]["role"] == role:
         messages[-1]["content"].extend(blocks)
     else:
