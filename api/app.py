@@ -4,6 +4,7 @@ import logging
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from urllib.parse import quote
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -28,7 +29,7 @@ from broker.connection import connect
 from broker.errors import BrokerError, BrokerUnavailable
 from broker.keys import Keys
 from broker.replies import ReplyDispatcher
-from config import GatewayConfig
+from config import CacheConfig, GatewayConfig
 
 log = logging.getLogger("inferq.api")
 
@@ -50,7 +51,9 @@ def create_app(config: GatewayConfig, redis_url: str) -> FastAPI:
             )
         live = LiveGroups(redis, keys, config)
         live.start()
-        cache = ResponseCache(redis, keys, config.cache.namespace or "default")
+        # cache_params.host/port/password put the cache on a Redis of its own.
+        cache_redis = connect(cache_url(config.cache, redis_url), max_connections=64)
+        cache = ResponseCache(cache_redis, keys, config.cache.namespace or "default")
         usage = UsageRecorder(redis, keys, config, Metrics())
         usage.start()
         budgets = BudgetView(config, redis, keys)
@@ -61,6 +64,7 @@ def create_app(config: GatewayConfig, redis_url: str) -> FastAPI:
         finally:
             await budgets.stop()
             await usage.stop()
+            await cache_redis.aclose()
             await live.stop()
             await dispatcher.stop()
             await redis.aclose()
@@ -123,6 +127,14 @@ async def _http_error(request: Request, exc: Exception) -> Response:
             type="invalid_request_error",
         ).response()
     return GatewayError(str(exc.detail), status=exc.status_code).response()
+
+
+def cache_url(cache: CacheConfig, redis_url: str) -> str:
+    """Where the response cache lives: `cache_params` host/port/password, else the fabric's."""
+    if not cache.host:
+        return redis_url
+    auth = f":{quote(cache.password, safe='')}@" if cache.password else ""
+    return f"redis://{auth}{cache.host}:{cache.port or 6379}/0"
 
 
 def _safe_url(url: str) -> str:

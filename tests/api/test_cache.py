@@ -240,3 +240,19 @@ def test_single_flight_two_concurrent_requests_one_backend_call(
     assert sorted(r.headers["x-inferq-cache"] for r in results) == ["hit", "miss"]
     assert results[0].json()["choices"] == results[1].json()["choices"]
     assert len(fake.requests) == 1
+
+
+def test_cache_params_host_puts_the_cache_on_its_own_redis() -> None:
+    from api.app import cache_url
+    from config import parse_config
+
+    text = "model_list:\n  - model_name: m\n    litellm_params: {model: openai/x, api_base: 'http://127.0.0.1:1/v1'}\n"
+    own = parse_config(
+        text
+        + "litellm_settings:\n  cache: true\n"
+        + "  cache_params: {host: cachehost, port: 6380, password: 'p@ss'}\n",
+        env={},
+    )
+    assert cache_url(own.cache, "redis://fabric:6379/0") == "redis://:p%40ss@cachehost:6380/0"
+    shared = parse_config(text + "general_settings:\n  cache: true\n", env={})
+    assert cache_url(shared.cache, "redis://fabric:6379/0") == "redis://fabric:6379/0"
