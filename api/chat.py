@@ -6,8 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from api.cache import plan
-from api.errors import GatewayError
-from api.flow import ClientGone, make_job, parse_body, sse, start, validate
+from api.flow import begin, make_job, parse_body, sse, validate
 from api.replies import OpenAIStream, response_body
 from api.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, GatewayOptions
 from api.state import gateway
@@ -43,18 +42,10 @@ async def _serve(
     gw = gateway(request)
     job = make_job(gw, kind, req, data, include_usage=usage)
     cache = plan(gw.config, kind, req.model, data, request.headers)
-    tracker = gw.usage.track(request, job)
-    try:
-        started = await start(request, gw, job, cache)
-    except ClientGone:
-        tracker.failed(499, "client_disconnected")
+    started = await begin(request, gw, job, cache)
+    if started is None:
         return Response(status_code=499)
-    except GatewayError as exc:
-        tracker.failed(exc.status, exc.type)
-        raise
     if not job.stream:
-        tracker.done(started.first, started.hit)
         body = response_body(job, started.first)
         return Response(body, media_type="application/json", headers=started.headers())
-    started.tracker = tracker
     return sse(gw, started, OpenAIStream(job))

@@ -180,6 +180,25 @@ class Started:
         return headers
 
 
+async def begin(request: Request, gw: Gateway, job: Job, cache: CachePlan | None) -> Started | None:
+    """`start`, with the request's usage tracked whichever way it ends; None when the client
+    left before its answer began (reply 499)."""
+    tracker = gw.usage.track(request, job)
+    try:
+        started = await start(request, gw, job, cache)
+    except ClientGone:
+        tracker.failed(499, "client_disconnected")
+        return None
+    except GatewayError as exc:
+        tracker.failed(exc.status, exc.type)
+        raise
+    if job.stream:
+        started.tracker = tracker  # the stream records its end itself
+    else:
+        tracker.done(started.first, started.hit)
+    return started
+
+
 async def start(request: Request, gw: Gateway, job: Job, cache: CachePlan | None = None) -> Started:
     """Answer from the cache, or enqueue `job` and wait for its first reply (the whole answer,
     when not streaming).

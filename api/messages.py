@@ -15,7 +15,7 @@ from starlette.responses import Response
 
 from api.cache import plan
 from api.errors import GatewayError
-from api.flow import ClientGone, make_job, parse_body, sse, start, validate
+from api.flow import begin, make_job, parse_body, sse, validate
 from api.schemas import GatewayOptions
 from api.state import gateway
 from broker.messages import Job, JobKind, Reply
@@ -63,20 +63,12 @@ async def _messages(request: Request) -> Response:
     body = to_chat_body(req, data)
     job = make_job(gw, JobKind.CHAT, req, body, include_usage=True)
     cache = plan(gw.config, JobKind.CHAT, req.model, {**body, "model": req.model}, request.headers)
-    tracker = gw.usage.track(request, job)
-    try:
-        started = await start(request, gw, job, cache)
-    except ClientGone:
-        tracker.failed(499, "client_disconnected")
+    started = await begin(request, gw, job, cache)
+    if started is None:
         return Response(status_code=499)
-    except GatewayError as exc:
-        tracker.failed(exc.status, exc.type)
-        raise
     if not job.stream:
-        tracker.done(started.first, started.hit)
         message = orjson.dumps(to_message(job, started.first))
         return Response(message, media_type="application/json", headers=started.headers())
-    started.tracker = tracker
     return sse(gw, started, AnthropicStream(job))
 
 
