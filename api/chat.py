@@ -6,8 +6,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from api.cache import plan
-from api.flow import begin, make_job, parse_body, sse, validate
+from api.flow import begin
+from api.relay import sse
 from api.replies import OpenAIStream, response_body
+from api.requests import make_job, parse_body, validate
 from api.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, GatewayOptions
 from api.state import gateway
 from broker.messages import JobKind

@@ -1,164 +1,33 @@
-"""The path every inference route shares: build the job, listen, enqueue, await, relay.
-
-Routes (chat, completions, embeddings, Anthropic messages) differ only in how they read the
-request and how they write the answer; everything between is here.
-"""
+"""The path every inference route shares: answer from the cache, or listen, enqueue and await
+the first reply. Reading the request is `api.requests`; relaying a stream is `api.relay`."""
 
 import asyncio
 import logging
-import secrets
 import time
-from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
 
-import anyio
-import orjson
-from pydantic import BaseModel, ValidationError
-from sse_starlette import EventSourceResponse
 from starlette.requests import Request
 
 from api.cache import CachePlan, entry, replay
-from api.errors import GatewayError, GatewayTimeout, InvalidRequest, Unavailable, UpstreamError
+from api.errors import GatewayError, GatewayTimeout, Unavailable, UpstreamError
 from api.replies import route_headers
-from api.schemas import GatewayOptions
 from api.state import Gateway
 from api.usage import Tracker
 from broker.errors import BrokerError, BrokerUnavailable, QueueFull, ReplyAborted, ReplyLost
-from broker.messages import Job, JobKind, Reply, ReplyKind
+from broker.messages import Job, Reply, ReplyKind
 from broker.queue import enqueue
 from broker.replies import ReplyStream
-from config.errors import error_path
 
 log = logging.getLogger("inferq.api")
-
-# Request fields that steer the gateway (LiteLLM's, mostly) and never reach a backend.
-# `api_base`/`api_key`/`base_url` in particular must not let a client redirect a deployment.
-GATEWAY_FIELDS = frozenset(
-    {
-        "model", "stream", "timeout", "stream_timeout", "num_retries", "fallbacks",
-        "disable_fallbacks", "context_window_fallback_dict", "cache", "caching", "metadata",
-        "mock_response", "api_key", "api_base", "base_url", "api_version",
-    }
-)  # fmt: skip
 
 # Extra wait past a job's deadline, so the worker's own timeout error arrives first.
 _GRACE = 1.0
 # Seconds a client refused with 429 is told to wait.
 RETRY_AFTER = 1
-# Seconds streams in flight may run on after SIGTERM (uvicorn's own limit is 30).
-SHUTDOWN_GRACE = 25.0
 
 
 class ClientGone(Exception):
     """The client disconnected before its answer began; the job was cancelled."""
-
-
-class StreamWriter(Protocol):
-    """How a route writes a streamed answer as SSE events."""
-
-    def deltas(self, reply: Reply) -> Iterable[bytes]:
-        """Events for one DELTA reply."""
-        ...
-
-    def done(self, reply: Reply) -> Iterable[bytes]:
-        """Events that end a successful stream."""
-        ...
-
-    def error(self, error: GatewayError) -> bytes:
-        """The event that ends a failed stream."""
-        ...
-
-
-def parse_body(raw: bytes) -> dict[str, Any]:
-    """The request body as a JSON object, or a 400."""
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise InvalidRequest("The request body must be a JSON object.")
-    return data
-
-
-M = TypeVar("M", bound=BaseModel)
-
-
-def validate(model: type[M], data: dict[str, Any]) -> M:
-    """`data` as `model`, or a 400 naming the first bad field OpenAI-style (`messages.0.role`)."""
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        param = error_path(err["loc"]).replace("[", ".").replace("]", "")
-        message = "missing required field" if err["type"] == "missing" else err["msg"]
-        raise InvalidRequest(f"Invalid request: {param}: {message}", param=param or None) from None
-
-
-def make_job(
-    gw: Gateway,
-    kind: JobKind,
-    options: GatewayOptions,
-    body: dict[str, Any],
-    *,
-    include_usage: bool = False,
-) -> Job:
-    """The job for a validated request: its chain of groups, deadline and reply address."""
-    config = gw.config
-    route = config.route(options.model)
-    if route is None:
-        raise unknown_model(gw, options.model)
-    tail: list[str] = list(route.chain[1:])
-    if options.disable_fallbacks:
-        tail = []
-    elif options.fallbacks is not None:
-        tail = []
-        for name in options.fallbacks:
-            fallback = config.route(name)
-            if fallback is None:
-                raise unknown_model(gw, name, param="fallbacks")
-            tail += [g for g in fallback.chain if g not in tail]
-    ordered = dict.fromkeys([route.chain[0], *tail])
-    chain = [g for g in ordered if config.unavailable_reason(g) is None]
-    if not chain:
-        reasons = "; ".join(f"{g}: {config.unavailable_reason(g)}" for g in route.chain)
-        raise Unavailable(f"Model {options.model} cannot be served right now ({reasons}).")
-    within = [g for g in chain if g not in gw.budgets.blocked]
-    if not within:
-        reasons = "; ".join(gw.budgets.blocked[g] for g in chain)
-        raise GatewayError(
-            f"Model {options.model} is over budget ({reasons}).",
-            status=429,
-            type="budget_exceeded",
-            code="budget_exceeded",
-        )
-    now = time.time()
-    timeout = options.timeout or config.router.timeout or config.fabric.default_timeout
-    return Job(
-        id=secrets.token_hex(12),
-        kind=kind,
-        model=options.model,
-        group=within[0],
-        fallbacks=within[1:],
-        body={k: v for k, v in body.items() if k not in GATEWAY_FIELDS},
-        stream=options.stream,
-        include_usage=include_usage,
-        reply_to=gw.dispatcher.channel,
-        created=now,
-        deadline=now + timeout,
-        num_retries=options.num_retries,
-        stream_timeout=options.stream_timeout,
-    )
-
-
-def unknown_model(gw: Gateway, name: str, param: str = "model") -> InvalidRequest:
-    """The 400 for a model name no group or alias answers to."""
-    available = ", ".join(gw.config.public_models())
-    return InvalidRequest(
-        f"Invalid model name passed in {param}={name}. Available models: {available}",
-        param=param,
-        code="model_not_found",
-    )
 
 
 @dataclass
@@ -219,7 +88,7 @@ async def start(request: Request, gw: Gateway, job: Job, cache: CachePlan | None
             gw.background(gw.cache.end_flight(cache.digest, job.id, cache.namespace))
         raise
     if cache is not None and cache.store and not job.stream:
-        _store(gw, job, cache, [], started.first)
+        store_answer(gw, job, cache, [], started.first)
     return started
 
 
@@ -264,7 +133,7 @@ async def _await_flight(gw: Gateway, job: Job, cache: CachePlan) -> Started | No
     return None
 
 
-def _store(gw: Gateway, job: Job, cache: CachePlan, deltas: list[Reply], done: Reply) -> None:
+def store_answer(gw: Gateway, job: Job, cache: CachePlan, deltas: list[Reply], done: Reply) -> None:
     """Keep a complete, successful answer (in the background: the client does not wait)."""
     data = entry(job.kind, deltas, done)
     gw.background(gw.cache.put(cache.digest, data, cache.ttl, cache.namespace))
@@ -295,19 +164,6 @@ async def _start_live(request: Request, gw: Gateway, job: Job, cache: CachePlan 
         e = first.error
         raise UpstreamError(e.message, status=e.status, type=e.type, code=e.code, param=e.param)
     return Started(job, first, replies, cache)
-
-
-def sse(gw: Gateway, started: Started, writer: StreamWriter) -> EventSourceResponse:
-    """The streamed answer as an SSE response."""
-    return EventSourceResponse(
-        _events(gw, started, writer),
-        headers=started.headers(),
-        ping=15,
-        sep="\n",
-        # On SIGTERM, streams in flight get this long to finish before they are cut.
-        shutdown_event=anyio.Event(),
-        shutdown_grace_period=SHUTDOWN_GRACE,
-    )
 
 
 async def _client_gone(request: Request, replies: ReplyStream) -> None:
@@ -373,83 +229,3 @@ async def next_reply(replies: ReplyStream, job: Job) -> Reply:
         ) from None
     except ReplyLost as exc:
         raise UpstreamError(f"The answer was interrupted: {exc}", status=502) from None
-
-
-class _Outcome:
-    """What a live stream's end means for the cache (store the answer or release the flight)
-    and for usage (record how it ended), whichever way it ends."""
-
-    def __init__(self, gw: Gateway, started: Started) -> None:
-        self._gw = gw
-        self._started = started
-        cache = started.cache
-        self._cache = cache if cache and cache.store and not started.hit else None
-        self._deltas: list[Reply] = []
-        self.ended = False
-
-    def delta(self, reply: Reply) -> None:
-        if self._started.tracker:
-            self._started.tracker.first_output()
-        if self._cache:
-            self._deltas.append(reply)
-
-    def done(self, reply: Reply) -> None:
-        self.ended = True
-        if self._cache:
-            _store(self._gw, self._started.job, self._cache, self._deltas, reply)
-        if self._started.tracker:
-            self._started.tracker.done(reply, self._started.hit)
-
-    def error(self, status: int, kind: str, reply: Reply | None = None) -> None:
-        self.ended = True
-        self._release()
-        if self._started.tracker:
-            self._started.tracker.failed(status, kind, reply)
-
-    def abandoned(self) -> None:
-        if not self.ended:
-            self.error(499, "client_disconnected")
-
-    def _release(self) -> None:
-        if self._cache:
-            job = self._started.job
-            self._gw.background(
-                self._gw.cache.end_flight(self._cache.digest, job.id, self._cache.namespace)
-            )
-
-
-async def _events(gw: Gateway, started: Started, writer: StreamWriter) -> AsyncIterator[bytes]:
-    """SSE events until the terminal reply; a stream always ends in its end or an error."""
-    job, replies, reply = started.job, started.replies, started.first
-    outcome = _Outcome(gw, started)
-    try:
-        while True:
-            if reply.kind is ReplyKind.DELTA:
-                outcome.delta(reply)
-                for event in writer.deltas(reply):
-                    yield event
-            elif reply.kind is ReplyKind.DONE:
-                outcome.done(reply)
-                for event in writer.done(reply):
-                    yield event
-                return
-            else:
-                assert reply.error is not None
-                e = reply.error
-                outcome.error(e.status, e.type, reply)
-                yield writer.error(
-                    UpstreamError(e.message, status=e.status, type=e.type, code=e.code)
-                )
-                return
-            try:
-                reply = await next_reply(replies, job)
-            except GatewayError as exc:
-                outcome.error(exc.status, exc.type)
-                yield writer.error(exc)
-                return
-    finally:
-        outcome.abandoned()
-        if reply.kind is not ReplyKind.DELTA:
-            gw.dispatcher.close(job.id)
-        elif not started.hit:
-            gw.abandon(job.id)  # client gone, deadline passed or reply lost: free the worker

@@ -15,7 +15,9 @@ from starlette.responses import Response
 
 from api.cache import plan
 from api.errors import GatewayError
-from api.flow import begin, make_job, parse_body, sse, validate
+from api.flow import begin
+from api.relay import sse
+from api.requests import make_job, parse_body, validate
 from api.schemas import GatewayOptions
 from api.state import gateway
 from broker.messages import Job, JobKind, Reply

@@ -1,0 +1,115 @@
+"""From an HTTP body to a job: parse, validate, resolve the model's chain of groups."""
+
+import secrets
+import time
+from typing import Any, TypeVar
+
+import orjson
+from pydantic import BaseModel, ValidationError
+
+from api.errors import GatewayError, InvalidRequest, Unavailable
+from api.schemas import GatewayOptions
+from api.state import Gateway
+from broker.messages import Job, JobKind
+from config.errors import error_path
+
+# Request fields that steer the gateway (LiteLLM's, mostly) and never reach a backend.
+# `api_base`/`api_key`/`base_url` in particular must not let a client redirect a deployment.
+GATEWAY_FIELDS = frozenset(
+    {
+        "model", "stream", "timeout", "stream_timeout", "num_retries", "fallbacks",
+        "disable_fallbacks", "context_window_fallback_dict", "cache", "caching", "metadata",
+        "mock_response", "api_key", "api_base", "base_url", "api_version",
+    }
+)  # fmt: skip
+
+
+def parse_body(raw: bytes) -> dict[str, Any]:
+    """The request body as a JSON object, or a 400."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    return data
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validate(model: type[M], data: dict[str, Any]) -> M:
+    """`data` as `model`, or a 400 naming the first bad field OpenAI-style (`messages.0.role`)."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        param = error_path(err["loc"]).replace("[", ".").replace("]", "")
+        message = "missing required field" if err["type"] == "missing" else err["msg"]
+        raise InvalidRequest(f"Invalid request: {param}: {message}", param=param or None) from None
+
+
+def make_job(
+    gw: Gateway,
+    kind: JobKind,
+    options: GatewayOptions,
+    body: dict[str, Any],
+    *,
+    include_usage: bool = False,
+) -> Job:
+    """The job for a validated request: its chain of groups, deadline and reply address."""
+    config = gw.config
+    route = config.route(options.model)
+    if route is None:
+        raise unknown_model(gw, options.model)
+    tail: list[str] = list(route.chain[1:])
+    if options.disable_fallbacks:
+        tail = []
+    elif options.fallbacks is not None:
+        tail = []
+        for name in options.fallbacks:
+            fallback = config.route(name)
+            if fallback is None:
+                raise unknown_model(gw, name, param="fallbacks")
+            tail += [g for g in fallback.chain if g not in tail]
+    ordered = dict.fromkeys([route.chain[0], *tail])
+    chain = [g for g in ordered if config.unavailable_reason(g) is None]
+    if not chain:
+        reasons = "; ".join(f"{g}: {config.unavailable_reason(g)}" for g in route.chain)
+        raise Unavailable(f"Model {options.model} cannot be served right now ({reasons}).")
+    within = [g for g in chain if g not in gw.budgets.blocked]
+    if not within:
+        reasons = "; ".join(gw.budgets.blocked[g] for g in chain)
+        raise GatewayError(
+            f"Model {options.model} is over budget ({reasons}).",
+            status=429,
+            type="budget_exceeded",
+            code="budget_exceeded",
+        )
+    now = time.time()
+    timeout = options.timeout or config.router.timeout or config.fabric.default_timeout
+    return Job(
+        id=secrets.token_hex(12),
+        kind=kind,
+        model=options.model,
+        group=within[0],
+        fallbacks=within[1:],
+        body={k: v for k, v in body.items() if k not in GATEWAY_FIELDS},
+        stream=options.stream,
+        include_usage=include_usage,
+        reply_to=gw.dispatcher.channel,
+        created=now,
+        deadline=now + timeout,
+        num_retries=options.num_retries,
+        stream_timeout=options.stream_timeout,
+    )
+
+
+def unknown_model(gw: Gateway, name: str, param: str = "model") -> InvalidRequest:
+    """The 400 for a model name no group or alias answers to."""
+    available = ", ".join(gw.config.public_models())
+    return InvalidRequest(
+        f"Invalid model name passed in {param}={name}. Available models: {available}",
+        param=param,
+        code="model_not_found",
+    )
