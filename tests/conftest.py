@@ -50,6 +50,14 @@ def module_prefix(redis_url: str) -> Iterator[str]:
     yield from _own_prefix(redis_url)
 
 
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeBackend]:
+    """A fake OpenAI-compatible backend shared by a module's tests (they reset it)."""
+    thread = BackendThread()
+    yield thread.start()
+    thread.stop()
+
+
 @pytest.fixture
 def backend() -> Iterator[FakeBackend]:
     """A fake OpenAI-compatible backend on loopback, reset for each test."""

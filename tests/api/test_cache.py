@@ -9,8 +9,8 @@ import httpx
 import orjson
 import pytest
 
-from tests.support.fabric import MASTER_KEY, Fabric
-from tests.support.fake_backend import BackendThread, Behaviour, FakeBackend
+from tests.support.fabric import MASTER_KEY, Fabric, running
+from tests.support.fake_backend import Behaviour, FakeBackend
 
 CONFIG = """
 model_list:
@@ -38,27 +38,12 @@ AUTH = {"Authorization": f"Bearer {MASTER_KEY}"}
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeBackend]:
-    thread = BackendThread()
-    backend = thread.start()
-    yield backend
-    thread.stop()
-
-
-@pytest.fixture(scope="module")
 def fabric(
     module_prefix: str, redis_url: str, fake: FakeBackend, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Fabric]:
     tmp = tmp_path_factory.mktemp("cache")
-    config = tmp / "config.yaml"
-    config.write_text(CONFIG.format(api_base=fake.api_base, key=MASTER_KEY, prefix=module_prefix))
-    fab = Fabric(config, redis_url, tmp)
-    try:
-        fab.start_worker()
-        fab.start_api()
+    with running(CONFIG, redis_url, tmp, api_base=fake.api_base, prefix=module_prefix) as fab:
         yield fab
-    finally:
-        fab.stop()
 
 
 @pytest.fixture(autouse=True)

@@ -8,18 +8,11 @@ import httpx
 import openai
 import pytest
 
-from tests.support.fabric import MASTER_KEY, Fabric, write_config
-from tests.support.fake_backend import BackendThread, Behaviour, FakeBackend
+from tests.support import fabric as fabric_module
+from tests.support.fabric import MASTER_KEY, Fabric, running, write_config
+from tests.support.fake_backend import Behaviour, FakeBackend
 
 MESSAGES = [{"role": "user", "content": "Hello there"}]
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeBackend]:
-    thread = BackendThread()
-    backend = thread.start()
-    yield backend
-    thread.stop()
 
 
 @pytest.fixture(scope="module")
@@ -27,14 +20,10 @@ def fabric(
     module_prefix: str, redis_url: str, fake: FakeBackend, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Fabric]:
     tmp = tmp_path_factory.mktemp("e2e")
-    config = write_config(tmp / "config.yaml", fake.api_base, prefix=module_prefix)
-    fab = Fabric(config, redis_url, tmp)
-    try:
-        fab.start_worker()
-        fab.start_api()
+    with running(
+        fabric_module.CONFIG, redis_url, tmp, api_base=fake.api_base, prefix=module_prefix
+    ) as fab:
         yield fab
-    finally:
-        fab.stop()
 
 
 @pytest.fixture(autouse=True)

@@ -8,7 +8,7 @@ import anthropic
 import openai
 import pytest
 
-from tests.support.fabric import MASTER_KEY, Fabric
+from tests.support.fabric import MASTER_KEY, Fabric, running
 from tests.support.fake_backend import BackendThread, Behaviour, FakeBackend
 from tests.support.wire import ANTHROPIC_USAGE
 
@@ -69,24 +69,13 @@ def fabric(
     fakes: tuple[FakeBackend, FakeBackend],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Fabric]:
-    tmp = tmp_path_factory.mktemp("providers")
     local, claude = fakes
-    config = tmp / "config.yaml"
-    config.write_text(
-        CONFIG.format(
-            local=local.api_base,
-            anthropic=f"http://127.0.0.1:{claude.port}",
-            key=MASTER_KEY,
-            prefix=module_prefix,
-        )
-    )
-    fab = Fabric(config, redis_url, tmp)
-    try:
-        fab.start_worker()
-        fab.start_api()
+    anthropic_base = f"http://127.0.0.1:{claude.port}"
+    tmp = tmp_path_factory.mktemp("providers")
+    with running(
+        CONFIG, redis_url, tmp, local=local.api_base, anthropic=anthropic_base, prefix=module_prefix
+    ) as fab:
         yield fab
-    finally:
-        fab.stop()
 
 
 @pytest.fixture(autouse=True)

@@ -7,8 +7,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.fabric import MASTER_KEY, Fabric
-from tests.support.fake_backend import BackendThread, FakeBackend
+from tests.support.fabric import MASTER_KEY, Fabric, running
+from tests.support.fake_backend import FakeBackend
 
 CONFIG = """
 model_list:
@@ -35,27 +35,12 @@ AUTH = {"Authorization": f"Bearer {MASTER_KEY}"}
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeBackend]:
-    thread = BackendThread()
-    backend = thread.start()
-    yield backend
-    thread.stop()
-
-
-@pytest.fixture(scope="module")
 def fabric(
     module_prefix: str, redis_url: str, fake: FakeBackend, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Fabric]:
     tmp = tmp_path_factory.mktemp("usage")
-    config = tmp / "config.yaml"
-    config.write_text(CONFIG.format(api_base=fake.api_base, key=MASTER_KEY, prefix=module_prefix))
-    fab = Fabric(config, redis_url, tmp)
-    try:
-        fab.start_worker()
-        fab.start_api()
+    with running(CONFIG, redis_url, tmp, api_base=fake.api_base, prefix=module_prefix) as fab:
         yield fab
-    finally:
-        fab.stop()
 
 
 def post(fabric: Fabric, **body: object) -> httpx.Response:

@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -46,6 +48,21 @@ def write_config(path: Path, api_base: str, prefix: str, text: str | None = None
     body = text if text is not None else CONFIG
     path.write_text(body.format(api_base=api_base, key=MASTER_KEY, prefix=prefix))
     return path
+
+
+@contextmanager
+def running(config_text: str, redis_url: str, tmp: Path, **fields: str) -> Iterator["Fabric"]:
+    """A worker and an API for `config_text` (`{key}` and the given `fields` filled in),
+    stopped on exit."""
+    config = tmp / "config.yaml"
+    config.write_text(config_text.format(key=MASTER_KEY, **fields))
+    fabric = Fabric(config, redis_url, tmp)
+    try:
+        fabric.start_worker()
+        fabric.start_api()
+        yield fabric
+    finally:
+        fabric.stop()
 
 
 class Fabric:
