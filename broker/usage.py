@@ -1,6 +1,7 @@
 """Usage in Redis: per-day aggregates by model group, deployment and API key, and a capped log
 of request records."""
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -75,3 +76,13 @@ async def first_warning(redis: Redis, keys: Keys, marker: str, ttl: float) -> bo
         return bool(
             await redis.set(f"{keys.prefix}:budget:warned:{marker}", "1", nx=True, ex=int(ttl))
         )
+
+
+async def recent_records(
+    redis: Redis, keys: Keys, seconds: float, limit: int = 50_000
+) -> list[bytes]:
+    """The usage records of the last `seconds` (stream ids are timestamps)."""
+    since = int((time.time() - seconds) * 1000)
+    async with translate_errors():
+        entries: Any = await redis.xrange(keys.usage_log(), min=f"{since}-0", max="+", count=limit)
+    return [fields[b"r"] for _id, fields in entries if b"r" in fields]

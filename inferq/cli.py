@@ -13,6 +13,8 @@ EPILOG = """examples:
   inferq up                                  # everything on this machine (what `make run` does)
   inferq api --port 8001                     # the HTTP facade only
   inferq worker --group local-model          # serve every deployment of one model group
+  inferq status --watch                      # queues, workers, throughput per group
+  inferq check-health --api http://127.0.0.1:8001   # exit 0/1, for container healthchecks
   inferq config check config/minimal_config.yaml
 """
 
@@ -37,7 +39,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"inferq: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    handler = {"api": _api, "worker": _worker, "up": _up, "config": _config_check}[args.command]
+    handler = {
+        "api": _api,
+        "worker": _worker,
+        "up": _up,
+        "config": _config_check,
+        "status": _status,
+        "check-health": _check_health,
+    }[args.command]
     return handler(args, env, config)
 
 
@@ -73,7 +82,11 @@ def _parser() -> argparse.ArgumentParser:
         description="Pull jobs from a model group's stream and call its backends. "
         "Example: inferq worker --group local-model",
     )
-    worker.add_argument("--group", help="model group to serve (default: all groups)")
+    worker.add_argument(
+        "--group",
+        action="append",
+        help="model group to serve; repeat for several (default: all groups)",
+    )
     worker.add_argument("--deployment", help="serve only this deployment id (e.g. local-model.0)")
 
     up = sub.add_parser(
@@ -85,6 +98,27 @@ def _parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--host", default="127.0.0.1", help="API address (default 127.0.0.1)")
     up.add_argument("--port", type=int, default=8001, help="API port (default 8001)")
+
+    status = sub.add_parser(
+        "status",
+        parents=[common],
+        help="show queues, workers, throughput and cooldowns per model group",
+        description="A table per model group: queue depth, running jobs, live workers, slots, "
+        "in flight, requests/min and p50 latency over the last minute, cooldowns. "
+        "Example: inferq status --watch",
+    )
+    status.add_argument("--json", action="store_true", help="print JSON for scripts")
+    status.add_argument("--watch", action="store_true", help="refresh every 2 s until Ctrl-C")
+
+    health = sub.add_parser(
+        "check-health",
+        parents=[common],
+        help="exit 0 when healthy, 1 otherwise (for container healthchecks)",
+        description="Checks that Redis answers, and optionally that a group has a live worker "
+        "and that an API is ready. Example: inferq check-health --group local-model",
+    )
+    health.add_argument("--group", action="append", help="require a live worker for this group")
+    health.add_argument("--api", metavar="URL", help="require GET URL/health/readiness to be 200")
 
     cfg = sub.add_parser(
         "config",
@@ -121,6 +155,18 @@ def _up(args: argparse.Namespace, env: RuntimeEnv, config: GatewayConfig) -> int
     from inferq.up import up
 
     return up(config, env, args.host, args.port)
+
+
+def _status(args: argparse.Namespace, env: RuntimeEnv, config: GatewayConfig) -> int:
+    from inferq.status import show_status
+
+    return show_status(config, env.redis_url, as_json=args.json, watch=args.watch)
+
+
+def _check_health(args: argparse.Namespace, env: RuntimeEnv, config: GatewayConfig) -> int:
+    from inferq.status import check_health
+
+    return check_health(config, env.redis_url, groups=args.group or [], api=args.api)
 
 
 def _config_check(args: argparse.Namespace, env: RuntimeEnv, config: GatewayConfig) -> int:

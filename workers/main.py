@@ -18,7 +18,7 @@ log = logging.getLogger("inferq.worker")
 
 
 def select_deployments(
-    config: GatewayConfig, group: str | None, deployment_id: str | None
+    config: GatewayConfig, groups: list[str] | None, deployment_id: str | None
 ) -> list[Deployment]:
     """The deployments a worker process should serve; raises ValueError with a clear message."""
     if deployment_id:
@@ -26,13 +26,15 @@ def select_deployments(
         if dep is None:
             known = ", ".join(d.id for deps in config.groups.values() for d in deps)
             raise ValueError(f"no deployment {deployment_id!r} (known: {known})")
-        if group and dep.group != group:
+        if groups and dep.group not in groups:
             raise ValueError(f"deployment {deployment_id!r} belongs to group {dep.group!r}")
         return [dep]
-    if group:
-        if group not in config.groups:
-            raise ValueError(f"no model group {group!r} (known: {', '.join(config.groups)})")
-        return list(config.groups[group])
+    if groups:
+        unknown = [g for g in groups if g not in config.groups]
+        if unknown:
+            known = ", ".join(config.groups)
+            raise ValueError(f"no model group {', '.join(unknown)} (known: {known})")
+        return [d for g in groups for d in config.groups[g]]
     return [d for deps in config.groups.values() for d in deps]
 
 
