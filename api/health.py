@@ -8,8 +8,8 @@ from starlette.responses import JSONResponse, PlainTextResponse
 from api.state import gateway
 from broker.connection import ping
 from broker.errors import BrokerError
-from broker.limits import DeploymentLimits
-from broker.queue import depth
+from broker.limits import cooldowns
+from broker.queue import depths
 from broker.registry import live_workers
 
 
@@ -22,16 +22,18 @@ async def health(request: Request) -> JSONResponse:
         )
     try:
         workers = await live_workers(gw.redis, gw.keys)
+        queues = await depths(gw.redis, gw.keys, list(gw.config.groups))
+        cooling = await cooldowns(gw.redis, gw.keys, gw.config.deployment_keys())
         groups: dict[str, Any] = {}
         healthy: list[str] = []
         unhealthy: list[dict[str, str]] = []
         for name, deployments in gw.config.groups.items():
-            q = await depth(gw.redis, gw.keys, name)
+            q = queues[name]
             deps = {}
             for d in deployments:
                 live = [w for w in workers if w.deployment == d.id]
                 reason = d.unavailable_reason or (None if live else "no live worker")
-                cooldown = await DeploymentLimits(gw.redis, gw.keys, name, d.id).cooldown_left()
+                cooldown = cooling[d.id]
                 if cooldown and reason is None:
                     reason = f"cooling down for {cooldown:.1f}s after repeated failures"
                 deps[d.id] = {

@@ -12,7 +12,7 @@ from contextlib import suppress
 from broker.connection import Redis
 from broker.errors import BrokerError
 from broker.keys import Keys
-from broker.limits import DeploymentLimits
+from broker.limits import cooldowns
 from broker.registry import live_workers
 from config import GatewayConfig
 
@@ -51,15 +51,12 @@ class LiveGroups:
         return self.groups
 
     async def _cooling(self) -> frozenset[str]:
-        cooling = []
-        for group, deployments in self._config.groups.items():
-            lefts = [
-                await DeploymentLimits(self._redis, self._keys, group, d.id).cooldown_left()
-                for d in deployments
-            ]
-            if lefts and all(left > 0 for left in lefts):
-                cooling.append(group)
-        return frozenset(cooling)
+        left = await cooldowns(self._redis, self._keys, self._config.deployment_keys())
+        return frozenset(
+            group
+            for group, deployments in self._config.groups.items()
+            if deployments and all(left[d.id] > 0 for d in deployments)
+        )
 
     def start(self) -> None:
         """Refresh in the background until `stop`."""

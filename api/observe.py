@@ -10,8 +10,8 @@ from starlette.responses import JSONResponse, Response
 from api.errors import InvalidRequest
 from api.state import gateway
 from broker.errors import BrokerError
-from broker.limits import DeploymentLimits
-from broker.queue import depth
+from broker.limits import cooldowns
+from broker.queue import depths
 from broker.registry import live_workers
 from broker.usage import FIELDS, read_days
 
@@ -95,14 +95,14 @@ async def metrics(request: Request) -> Response:
     m = gw.usage.metrics
     try:
         workers = await live_workers(gw.redis, gw.keys)
+        queues = await depths(gw.redis, gw.keys, list(gw.config.groups))
+        cooling = await cooldowns(gw.redis, gw.keys, gw.config.deployment_keys())
         for group, deployments in gw.config.groups.items():
-            q = await depth(gw.redis, gw.keys, group)
-            m.queue_depth.labels(group).set(q.waiting)
-            m.queue_running.labels(group).set(q.running)
+            m.queue_depth.labels(group).set(queues[group].waiting)
+            m.queue_running.labels(group).set(queues[group].running)
             for d in deployments:
                 m.workers.labels(d.id).set(sum(1 for w in workers if w.deployment == d.id))
-                left = await DeploymentLimits(gw.redis, gw.keys, group, d.id).cooldown_left()
-                m.cooldown.labels(d.id).set(left)
+                m.cooldown.labels(d.id).set(cooling[d.id])
     except BrokerError:
         pass  # counters still answer while Redis is away; gauges keep their last values
     return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)

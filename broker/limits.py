@@ -4,6 +4,7 @@ State lives in Redis so every worker process of a deployment, on any host, sees 
 """
 
 import time
+from collections.abc import Iterable
 
 from broker.connection import Redis, translate_errors
 from broker.keys import Keys
@@ -98,3 +99,17 @@ class DeploymentLimits:
                 pipe.hincrby(key, "tokens", tokens)
                 pipe.expire(key, 120)
                 await pipe.execute()
+
+
+async def cooldowns(
+    redis: Redis, keys: Keys, deployments: Iterable[tuple[str, str]]
+) -> dict[str, float]:
+    """Seconds of cooldown left for each `(group, deployment)`, by deployment, in one round
+    trip (0 for those that may serve)."""
+    pairs = list(deployments)
+    async with translate_errors():
+        pipe = redis.pipeline(transaction=False)
+        for group, deployment in pairs:
+            pipe.pttl(keys.cooldown(group, deployment))
+        values = await pipe.execute()
+    return {dep: max(ms, 0) / 1000 for (_group, dep), ms in zip(pairs, values, strict=True)}

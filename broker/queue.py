@@ -59,19 +59,28 @@ async def enqueue(redis: Redis, keys: Keys, job: Job, limit: int | None = None) 
 
 
 async def depth(redis: Redis, keys: Keys, group: str) -> QueueDepth:
-    """Waiting and running counts for one group.
+    """Waiting and running counts for one group."""
+    return (await depths(redis, keys, [group]))[group]
+
+
+async def depths(redis: Redis, keys: Keys, groups: list[str]) -> dict[str, QueueDepth]:
+    """Waiting and running counts for several groups, in one round trip.
 
     Workers delete entries once acknowledged, so the stream's length is waiting + running and
     the consumer group's pending count is running.
     """
-    stream = keys.jobs(group)
     async with translate_errors():
         pipe = redis.pipeline(transaction=False)
-        pipe.xlen(stream)
-        pipe.xpending(stream, CONSUMER_GROUP)
-        length, pending = await pipe.execute(raise_on_error=False)
-    if isinstance(length, Exception):
-        raise BrokerRefused(f"cannot read queue of {group}: {length}")
-    # No consumer group yet (no worker ever ran): everything in the stream is waiting.
-    running = int(pending.get("pending", 0)) if isinstance(pending, dict) else 0
-    return QueueDepth(max(int(length) - running, 0), running)
+        for group in groups:
+            pipe.xlen(keys.jobs(group))
+            pipe.xpending(keys.jobs(group), CONSUMER_GROUP)
+        results = await pipe.execute(raise_on_error=False)
+    out: dict[str, QueueDepth] = {}
+    for i, group in enumerate(groups):
+        length, pending = results[2 * i], results[2 * i + 1]
+        if isinstance(length, Exception):
+            raise BrokerRefused(f"cannot read queue of {group}: {length}")
+        # No consumer group yet (no worker ever ran): everything in the stream is waiting.
+        running = int(pending.get("pending", 0)) if isinstance(pending, dict) else 0
+        out[group] = QueueDepth(max(int(length) - running, 0), running)
+    return out

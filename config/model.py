@@ -172,6 +172,10 @@ class GatewayConfig:
         names += [a.name for a in self.aliases.values() if not a.hidden]
         return names
 
+    def deployment_keys(self) -> list[tuple[str, str]]:
+        """`(group, deployment id)` for every deployment."""
+        return [(d.group, d.id) for deps in self.groups.values() for d in deps]
+
     def deployment(self, deployment_id: str) -> Deployment | None:
         """Find a deployment by id across all groups."""
         for deployments in self.groups.values():

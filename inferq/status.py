@@ -13,8 +13,8 @@ import orjson
 from broker.connection import connect, ping
 from broker.errors import BrokerError
 from broker.keys import Keys
-from broker.limits import DeploymentLimits
-from broker.queue import depth
+from broker.limits import cooldowns
+from broker.queue import depths
 from broker.registry import live_workers
 from broker.usage import recent_records
 from config import GatewayConfig
@@ -28,16 +28,14 @@ async def collect(config: GatewayConfig, redis_url: str) -> dict[str, Any]:
     try:
         workers = await live_workers(redis, keys)
         records = [orjson.loads(r) for r in await recent_records(redis, keys, 60)]
+        queues = await depths(redis, keys, list(config.groups))
+        cooling = await cooldowns(redis, keys, config.deployment_keys())
         groups: dict[str, Any] = {}
         for name, deployments in config.groups.items():
-            q = await depth(redis, keys, name)
+            q = queues[name]
             mine = [w for w in workers if w.group == name]
             latencies = [r["latency_ms"] for r in records if r["group"] == name]
-            cooldowns = {}
-            for d in deployments:
-                left = await DeploymentLimits(redis, keys, name, d.id).cooldown_left()
-                if left:
-                    cooldowns[d.id] = round(left, 1)
+            cooling_here = {d.id: round(cooling[d.id], 1) for d in deployments if cooling[d.id]}
             groups[name] = {
                 "waiting": q.waiting,
                 "running": q.running,
@@ -46,7 +44,7 @@ async def collect(config: GatewayConfig, redis_url: str) -> dict[str, Any]:
                 "in_flight": sum(w.in_flight for w in mine),
                 "requests_per_min": len(latencies),
                 "p50_ms": round(statistics.median(latencies), 1) if latencies else None,
-                "cooldowns": cooldowns,
+                "cooldowns": cooling_here,
                 "unavailable": config.unavailable_reason(name),
             }
         return {"time": time.time(), "groups": groups}
