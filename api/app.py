@@ -1,7 +1,9 @@
 """`create_app(config, redis_url)`: the FastAPI facade, its routes, errors and lifespan."""
 
 import logging
+import os
 import secrets
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from urllib.parse import quote
@@ -22,20 +24,27 @@ from api.live import LiveGroups
 from api.messages import messages
 from api.models import list_models
 from api.observe import metrics, usage_report
-from api.state import Gateway
+from api.state import CurrentConfig, Gateway
 from api.usage import Metrics, UsageRecorder
 from broker.cache import ResponseCache
-from broker.connection import connect
+from broker.connection import Redis, connect
+from broker.control import Reloader
 from broker.errors import BrokerError, BrokerUnavailable
 from broker.keys import Keys
 from broker.replies import ReplyDispatcher
+from broker.subscriber import Subscriber
 from config import CacheConfig, GatewayConfig
+from config.reload import ConfigFile
 
 log = logging.getLogger("inferq.api")
 
 
-def create_app(config: GatewayConfig, redis_url: str) -> FastAPI:
-    """Build the API; Redis connections and the reply subscription are made in its lifespan."""
+def create_app(
+    config: GatewayConfig, redis_url: str, config_file: ConfigFile | None = None
+) -> FastAPI:
+    """Build the API; Redis connections and the reply subscription are made in its lifespan.
+    With `config_file`, the API follows reloads of it (SIGHUP, file change, `inferq reload`)."""
+    current = CurrentConfig(config)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -58,9 +67,11 @@ def create_app(config: GatewayConfig, redis_url: str) -> FastAPI:
         usage.start()
         budgets = BudgetView(config, redis, keys)
         budgets.start()
-        app.state.gateway = Gateway(config, redis, keys, dispatcher, live, cache, usage, budgets)
+        gw = Gateway(current, redis, keys, dispatcher, live, cache, usage, budgets)
+        app.state.gateway = gw
         try:
-            yield
+            async with _following(config_file, gw, listener):
+                yield
         finally:
             await budgets.stop()
             await usage.stop()
@@ -76,6 +87,17 @@ def create_app(config: GatewayConfig, redis_url: str) -> FastAPI:
             "Set general_settings.master_key."
         )
     app = FastAPI(title="inferq", lifespan=lifespan, docs_url=None, redoc_url=None)
+    _add_routes(app)
+    app.add_exception_handler(GatewayError, _gateway_error)
+    app.add_exception_handler(BrokerError, _broker_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_middleware(BodyLimit, current=current)
+    app.add_middleware(MasterKeyAuth, current=current)
+    return app
+
+
+def _add_routes(app: FastAPI) -> None:
     for prefix in ("/v1", ""):
         app.add_api_route(f"{prefix}/chat/completions", chat_completions, methods=["POST"])
         app.add_api_route(f"{prefix}/completions", completions, methods=["POST"])
@@ -88,13 +110,32 @@ def create_app(config: GatewayConfig, redis_url: str) -> FastAPI:
     app.add_api_route("/health/liveliness", liveliness, methods=["GET"])
     app.add_api_route("/health/liveness", liveliness, methods=["GET"])
     app.add_api_route("/health/readiness", readiness, methods=["GET"])
-    app.add_exception_handler(GatewayError, _gateway_error)
-    app.add_exception_handler(BrokerError, _broker_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(HTTPException, _http_error)
-    app.add_middleware(BodyLimit, max_bytes=config.fabric.max_request_bytes)
-    app.add_middleware(MasterKeyAuth, master_key=config.master_key)
-    return app
+
+
+@asynccontextmanager
+async def _following(
+    config_file: ConfigFile | None, gw: Gateway, listener: Redis
+) -> AsyncIterator[None]:
+    """Apply reloads of `config_file` to `gw` while the app runs."""
+    if config_file is None:
+        yield
+        return
+    reloader = Reloader(
+        gw.redis,
+        gw.keys,
+        config_file,
+        gw.config,
+        apply=gw.reconfigure,
+        process=f"api {socket.gethostname()}:{os.getpid()}",
+    )
+    control = Subscriber(listener, reloader.handlers())
+    control.start()
+    reloader.start()
+    try:
+        yield
+    finally:
+        await reloader.stop()
+        await control.stop()
 
 
 async def _gateway_error(request: Request, exc: Exception) -> Response:

@@ -5,6 +5,7 @@ import hmac
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.errors import AuthError
+from api.state import CurrentConfig
 
 # Probes must work without a key (container healthchecks, load balancers).
 OPEN_PATHS = frozenset({"/health/liveliness", "/health/liveness", "/health/readiness", "/"})
@@ -13,12 +14,13 @@ OPEN_PATHS = frozenset({"/health/liveliness", "/health/liveness", "/health/readi
 class MasterKeyAuth:
     """Requires `Authorization: Bearer <key>` (or `x-api-key`, `api-key`) on every other path."""
 
-    def __init__(self, app: ASGIApp, master_key: str | None) -> None:
+    def __init__(self, app: ASGIApp, current: CurrentConfig) -> None:
         self.app = app
-        self._key = master_key.encode() if master_key else None
+        self._current = current  # the key can change on reload
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self._key is None or scope["path"] in OPEN_PATHS:
+        key = self._current.master_key
+        if scope["type"] != "http" or key is None or scope["path"] in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
         presented = _presented_key(scope["headers"])
@@ -27,7 +29,7 @@ class MasterKeyAuth:
                 "No API key provided: send 'Authorization: Bearer <master_key>'.",
                 code="invalid_api_key",
             )
-        elif not hmac.compare_digest(presented, self._key):
+        elif not hmac.compare_digest(presented, key):
             error = AuthError("Invalid API key.", code="invalid_api_key")
         else:
             await self.app(scope, receive, send)

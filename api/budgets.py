@@ -45,8 +45,15 @@ class BudgetView:
 
     def start(self) -> None:
         """Refresh in the background (only when budgets are configured)."""
-        if self._config.budgets:
+        if self._config.budgets and self._task is None:
             self._task = asyncio.create_task(self._run(), name="budgets")
+
+    def reconfigure(self, config: GatewayConfig) -> None:
+        """Follow a reloaded config: budgets added start being watched, removed ones unblock."""
+        self._config = config
+        if not config.budgets:
+            self.blocked = {}  # else the next refresh, within seconds, recomputes it
+        self.start()
 
     async def stop(self) -> None:
         """Stop refreshing."""

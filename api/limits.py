@@ -3,6 +3,7 @@
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import GatewayError
+from api.state import CurrentConfig
 
 
 class PayloadTooLarge(GatewayError):
@@ -15,17 +16,18 @@ class PayloadTooLarge(GatewayError):
 class BodyLimit:
     """Refuses bodies over `max_bytes`, by Content-Length up front or while reading."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, current: CurrentConfig) -> None:
         self.app = app
-        self.max_bytes = max_bytes
+        self._current = current  # the limit can change on reload
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = self._current.max_request_bytes
         for name, value in scope["headers"]:
-            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                await self._error().response()(scope, receive, send)
+            if name == b"content-length" and value.isdigit() and int(value) > max_bytes:
+                await self._error(max_bytes).response()(scope, receive, send)
                 return
         seen = 0
 
@@ -34,15 +36,15 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise self._error()
+                if seen > max_bytes:
+                    raise self._error(max_bytes)
             return message
 
         await self.app(scope, limited, send)
 
-    def _error(self) -> PayloadTooLarge:
+    def _error(self, max_bytes: int) -> PayloadTooLarge:
         return PayloadTooLarge(
-            f"Request body too large: the limit is {self.max_bytes} bytes "
+            f"Request body too large: the limit is {max_bytes} bytes "
             "(inferq_settings.max_request_bytes).",
             code="payload_too_large",
         )

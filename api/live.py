@@ -41,6 +41,10 @@ class LiveGroups:
         self.cooling: frozenset[str] = frozenset()  # groups whose every deployment cools down
         self._task: asyncio.Task[None] | None = None
 
+    def reconfigure(self, config: GatewayConfig) -> None:
+        """Follow a reloaded config (new groups count from the next refresh)."""
+        self._config = config
+
     async def refresh(self) -> frozenset[str]:
         """Read the worker registry now (raises BrokerError when Redis is down)."""
         now = time.monotonic()

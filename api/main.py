@@ -1,14 +1,26 @@
 """Run the API under uvicorn (uvloop + httptools: the hot path is HTTP parsing)."""
 
+from pathlib import Path
+
 import uvicorn
 
 from api.app import create_app
 from config import GatewayConfig
+from config.reload import ConfigFile
 
 
-def run(config: GatewayConfig, redis_url: str, host: str, port: int, log_level: str) -> None:
-    """Serve until SIGTERM/SIGINT; uvicorn lets in-flight responses finish first."""
-    app = create_app(config, redis_url)
+def run(
+    config: GatewayConfig,
+    redis_url: str,
+    host: str,
+    port: int,
+    *,
+    log_level: str,
+    config_path: Path | None = None,
+) -> None:
+    """Serve until SIGTERM/SIGINT; uvicorn lets in-flight responses finish first. With
+    `config_path`, follow reloads of that file."""
+    app = create_app(config, redis_url, ConfigFile(config_path) if config_path else None)
     uvicorn.run(
         app,
         host=host,

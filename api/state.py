@@ -22,11 +22,25 @@ from config import GatewayConfig
 log = logging.getLogger("inferq.api")
 
 
+class CurrentConfig:
+    """The config this process serves now. A reload replaces it whole; a request reads it once
+    (through `Gateway.config`) and keeps that snapshot to the end."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.master_key = config.master_key.encode() if config.master_key else None
+        self.max_request_bytes = config.fabric.max_request_bytes
+
+    def set(self, config: GatewayConfig) -> None:
+        """Serve `config` from now on."""
+        self.__init__(config)  # type: ignore[misc]
+
+
 @dataclass
 class Gateway:
     """The API process's resources: config, Redis client and reply dispatcher."""
 
-    config: GatewayConfig
+    current: CurrentConfig
     redis: Redis
     keys: Keys
     dispatcher: ReplyDispatcher
@@ -35,6 +49,21 @@ class Gateway:
     usage: UsageRecorder
     budgets: BudgetView
     _background: set[asyncio.Task[None]] = field(default_factory=set)
+
+    @property
+    def config(self) -> GatewayConfig:
+        """The config as of now (see CurrentConfig)."""
+        return self.current.config
+
+    async def reconfigure(self, config: GatewayConfig) -> None:
+        """Serve a reloaded config; requests under way finish with the one they started with."""
+        self.current.set(config)
+        self.live.reconfigure(config)
+        self.usage.reconfigure(config)
+        self.budgets.reconfigure(config)
+        namespace = config.cache.namespace or "default"
+        if namespace != self.cache.namespace:
+            self.cache = self.cache.with_namespace(namespace)
 
     def abandon(self, job_id: str) -> None:
         """The client of `job_id` is gone: stop collecting its replies and tell the workers,

@@ -155,6 +155,10 @@ class UsageRecorder:
         self._records: list[bytes] = []
         self._task: asyncio.Task[None] | None = None
 
+    def reconfigure(self, config: GatewayConfig) -> None:
+        """Follow a reloaded config (deployments' providers, for the usage records)."""
+        self._config = config
+
     def track(self, request: Request, job: Job) -> "Tracker":
         """Start timing a request."""
         return Tracker(self, job, key_of(request))

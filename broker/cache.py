@@ -23,6 +23,15 @@ class ResponseCache:
         self._keys = keys
         self._namespace = namespace
 
+    @property
+    def namespace(self) -> str:
+        """The default namespace of this cache's keys."""
+        return self._namespace
+
+    def with_namespace(self, namespace: str) -> "ResponseCache":
+        """The same cache under another default namespace (after a reload changed it)."""
+        return ResponseCache(self._redis, self._keys, namespace)
+
     async def get(self, digest: str, namespace: str | None = None) -> bytes | None:
         """The stored answer for `digest`, or None."""
         async with translate_errors():

@@ -67,6 +67,14 @@ class Keys:
         """Pub/sub channel on which API processes announce cancelled jobs to every worker."""
         return f"{self.prefix}:cancel"
 
+    def control(self) -> str:
+        """Pub/sub channel on which `inferq reload` asks every API and worker process to act."""
+        return f"{self.prefix}:control"
+
+    def control_log(self) -> str:
+        """Capped stream of the answers processes give to control requests."""
+        return f"{self.prefix}:control:log"
+
     def reply(self, api_id: str) -> str:
         """Pub/sub channel an API process listens on for all of its jobs' replies."""
         return f"{self.prefix}:reply:{api_id}"

@@ -129,6 +129,7 @@ def _build(doc: ConfigFile, source: str) -> GatewayConfig:
             default_timeout=fabric.default_timeout,
             max_deliveries=fabric.max_deliveries,
             max_request_bytes=fabric.max_request_bytes,
+            watch_config=fabric.watch_config,
         ),
         budgets=budgets,
         budget_webhook=fabric.budget_webhook,

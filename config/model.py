@@ -131,6 +131,7 @@ class FabricConfig:
     default_timeout: float
     max_deliveries: int
     max_request_bytes: int
+    watch_config: bool = True
 
 
 @dataclass(frozen=True)

@@ -110,6 +110,7 @@ class InferqSettings(BaseModel):
     max_request_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
     budgets: list[BudgetSpec] = Field(default_factory=list)
     budget_webhook: str | None = None  # POSTed a JSON alert when spend crosses a warning
+    watch_config: bool = True  # reload when the config file changes (SIGHUP and reload always)
 
 
 class ConfigFile(_Open):

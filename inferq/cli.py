@@ -13,6 +13,8 @@ EPILOG = """examples:
   inferq up                                  # everything on this machine (what `make run` does)
   inferq api --port 8001                     # the HTTP facade only
   inferq worker --group local-model          # serve every deployment of one model group
+  inferq worker --group gpt-4o --processes 3 # three processes for one backend (scale out)
+  inferq reload                              # every API and worker rereads its config file
   inferq status --watch                      # queues, workers, throughput per group
   inferq check-health --api http://127.0.0.1:8001   # exit 0/1, for container healthchecks
   inferq config check config/minimal_config.yaml
@@ -46,6 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "config": _config_check,
         "status": _status,
         "check-health": _check_health,
+        "reload": _reload,
     }[args.command]
     return handler(args, env, config)
 
@@ -88,6 +91,20 @@ def _parser() -> argparse.ArgumentParser:
         help="model group to serve; repeat for several (default: all groups)",
     )
     worker.add_argument("--deployment", help="serve only this deployment id (e.g. local-model.0)")
+    worker.add_argument(
+        "--processes",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="run N copies of this worker, supervised and restarted if they die (default 1)",
+    )
+    worker.add_argument(
+        "--concurrency",
+        type=_positive,
+        metavar="N",
+        help="jobs each process runs at once per deployment "
+        "(default: the deployment's max_parallel_requests)",
+    )
 
     up = sub.add_parser(
         "up",
@@ -98,6 +115,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--host", default="127.0.0.1", help="API address (default 127.0.0.1)")
     up.add_argument("--port", type=int, default=8001, help="API port (default 8001)")
+    up.add_argument(
+        "--processes",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="worker processes serving every group (default 1)",
+    )
 
     status = sub.add_parser(
         "status",
@@ -120,6 +144,20 @@ def _parser() -> argparse.ArgumentParser:
     health.add_argument("--group", action="append", help="require a live worker for this group")
     health.add_argument("--api", metavar="URL", help="require GET URL/health/readiness to be 200")
 
+    reload = sub.add_parser(
+        "reload",
+        parents=[common],
+        help="make every API and worker process reread its config file",
+        description="Broadcast a reload through Redis; each process rereads its own --config "
+        "file and applies it without dropping in-flight requests, or refuses it (an invalid file "
+        "keeps the old config serving). Prints each process's answer; exit 0 when all applied "
+        "it. SIGHUP to a process, or saving the file, does the same for that process. "
+        "Example: inferq reload",
+    )
+    reload.add_argument(
+        "--timeout", type=float, default=5.0, help="seconds to wait for answers (default 5)"
+    )
+
     cfg = sub.add_parser(
         "config",
         help="validate a config file",
@@ -135,16 +173,29 @@ def _parser() -> argparse.ArgumentParser:
 def _api(args: argparse.Namespace, env: RuntimeEnv, config: GatewayConfig) -> int:
     from api.main import run
 
-    run(config, env.redis_url, args.host, args.port, env.log_level)
+    run(
+        config,
+        env.redis_url,
+        args.host,
+        args.port,
+        log_level=env.log_level,
+        config_path=env.config_path,
+    )
     return 0
 
 
 def _worker(args: argparse.Namespace, env: RuntimeEnv, config: GatewayConfig) -> int:
-    from workers.main import run, select_deployments
+    from workers.main import run
+    from workers.pool import Selection
 
+    selection = Selection(tuple(args.group or ()), args.deployment)
     try:
-        deployments = select_deployments(config, args.group, args.deployment)
-        run(config, env.redis_url, deployments)
+        selection.select(config)
+        if args.processes > 1:
+            from inferq.processes import Copies
+
+            return Copies(_worker_argv(args, env), args.processes).run()
+        run(config, env.redis_url, selection, config_path=env.config_path, slots=args.concurrency)
     except ValueError as exc:
         print(f"inferq worker: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -154,7 +205,7 @@ def _worker(args: argparse.Namespace, env: RuntimeEnv, config: GatewayConfig) ->
 def _up(args: argparse.Namespace, env: RuntimeEnv, config: GatewayConfig) -> int:
     from inferq.up import up
 
-    return up(config, env, args.host, args.port)
+    return up(config, env, args.host, args.port, args.processes)
 
 
 def _status(args: argparse.Namespace, env: RuntimeEnv, config: GatewayConfig) -> int:
@@ -167,6 +218,31 @@ def _check_health(args: argparse.Namespace, env: RuntimeEnv, config: GatewayConf
     from inferq.status import check_health
 
     return check_health(config, env.redis_url, groups=args.group or [], api=args.api)
+
+
+def _worker_argv(args: argparse.Namespace, env: RuntimeEnv) -> list[str]:
+    """The command line of one copy: the same selection, one process."""
+    argv = ["worker", "--config", str(env.config_path)]
+    for group in args.group or ():
+        argv += ["--group", group]
+    if args.deployment:
+        argv += ["--deployment", args.deployment]
+    if args.concurrency:
+        argv += ["--concurrency", str(args.concurrency)]
+    return argv
+
+
+def _reload(args: argparse.Namespace, env: RuntimeEnv, config: GatewayConfig) -> int:
+    from inferq.reload import reload_all
+
+    return reload_all(config, env.redis_url, args.timeout)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
 
 
 def _config_check(args: argparse.Namespace, env: RuntimeEnv, config: GatewayConfig) -> int:

@@ -5,6 +5,7 @@ import json
 import statistics
 import sys
 import time
+from dataclasses import asdict
 from typing import Any
 
 import httpx
@@ -47,7 +48,8 @@ async def collect(config: GatewayConfig, redis_url: str) -> dict[str, Any]:
                 "cooldowns": cooling_here,
                 "unavailable": config.unavailable_reason(name),
             }
-        return {"time": time.time(), "groups": groups}
+        listed = [asdict(w) for w in sorted(workers, key=lambda w: (w.deployment, w.host, w.pid))]
+        return {"time": time.time(), "groups": groups, "workers": listed}
     finally:
         await redis.aclose()
 

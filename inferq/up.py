@@ -1,8 +1,9 @@
 """`inferq up`: the whole fabric on one machine, supervised until Ctrl-C.
 
 Redis: $REDIS_URL if it answers, else an embedded Valkey. llama.cpp: started for local
-deployments whose api_base does not answer. Then one worker process per servable model group and
-the API. Cloud deployments without keys are reported as unavailable, not started.
+deployments whose api_base does not answer. Then the workers (one process serving every servable
+group, or `--processes N` copies) and the API. Cloud deployments without keys are reported as
+unavailable, not started. Each process follows reloads of the config file.
 """
 
 import os
@@ -20,11 +21,12 @@ from inferq.local import EmbeddedRedis, LlamaServer, port_open, redis_answers
 DEV_MASTER_KEY = "sk-inferq-local-dev"
 
 
-def up(config: GatewayConfig, env: RuntimeEnv, host: str, port: int) -> int:
+def up(config: GatewayConfig, env: RuntimeEnv, host: str, port: int, processes: int = 1) -> int:
     """Start everything, print how to use it, and supervise until interrupted."""
-    fabric = _Fabric(config, env)
+    fabric = _Fabric(config, env, processes)
     signal.signal(signal.SIGTERM, fabric.stop)
     signal.signal(signal.SIGINT, fabric.stop)
+    signal.signal(signal.SIGHUP, fabric.forward)
     try:
         fabric.start(host, port)
         if not _wait_ready(host, port, fabric.children):
@@ -39,7 +41,7 @@ def up(config: GatewayConfig, env: RuntimeEnv, host: str, port: int) -> int:
 class _Fabric:
     """The processes `up` owns, started in dependency order and stopped in reverse."""
 
-    def __init__(self, config: GatewayConfig, env: RuntimeEnv) -> None:
+    def __init__(self, config: GatewayConfig, env: RuntimeEnv, processes: int) -> None:
         self.config = config
         self.env = env
         self.state_dir = Path(".inferq")
@@ -47,9 +49,16 @@ class _Fabric:
         self.llamas: list[LlamaServer] = []
         self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
         self.stopping = False
+        self.processes = processes
 
     def stop(self, *_: object) -> None:
         self.stopping = True
+
+    def forward(self, signum: int, _frame: object) -> None:
+        """SIGHUP to `up` reloads every process it started."""
+        for _name, proc in self.children:
+            if proc.poll() is None:
+                proc.send_signal(signum)
 
     def start(self, host: str, port: int) -> None:
         self.state_dir.mkdir(exist_ok=True)
@@ -58,14 +67,14 @@ class _Fabric:
         child_env = {**os.environ, "REDIS_URL": redis_url}
         base = [sys.executable, "-m", "inferq.cli"]
         cfg = ["--config", str(self.env.config_path)]
+        # One worker process for every group: it follows reloads, so a group added to the
+        # file gets served without a restart (scale out with `inferq worker --processes`).
         for group, deployments in self.config.groups.items():
             reasons = [d.unavailable_reason for d in deployments]
-            if all(reasons):
-                _say(f"group      {group}: unavailable ({reasons[0]})")
-                continue
-            cmd = [*base, "worker", *cfg, "--group", group]
-            self.children.append((f"worker {group}", subprocess.Popen(cmd, env=child_env)))
-            _say(f"group      {group}: worker started")
+            state = f"unavailable ({reasons[0]})" if all(reasons) else "served"
+            _say(f"group      {group}: {state}")
+        cmd = [*base, "worker", *cfg, "--processes", str(self.processes)]
+        self.children.append(("workers", subprocess.Popen(cmd, env=child_env)))
         api_cmd = [*base, "api", *cfg, "--host", host, "--port", str(port)]
         self.children.append(("api", subprocess.Popen(api_cmd, env=child_env)))
 

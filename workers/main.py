@@ -2,92 +2,107 @@
 
 import asyncio
 import logging
+import os
 import signal
+import socket
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import httpx
 
 from broker.cancel import CancelListener
 from broker.connection import connect
+from broker.control import Reloader
 from broker.keys import Keys
-from config import Deployment, GatewayConfig
-from workers.providers import provider_for
+from broker.subscriber import Subscriber
+from config import GatewayConfig
+from config.reload import ConfigFile
+from workers.pool import Selection, WorkerPool
 from workers.transport import AiohttpTransport
-from workers.worker import DeploymentWorker
 
 log = logging.getLogger("inferq.worker")
 
 
-def select_deployments(
-    config: GatewayConfig, groups: list[str] | None, deployment_id: str | None
-) -> list[Deployment]:
-    """The deployments a worker process should serve; raises ValueError with a clear message."""
-    if deployment_id:
-        dep = config.deployment(deployment_id)
-        if dep is None:
-            known = ", ".join(d.id for deps in config.groups.values() for d in deps)
-            raise ValueError(f"no deployment {deployment_id!r} (known: {known})")
-        if groups and dep.group not in groups:
-            raise ValueError(f"deployment {deployment_id!r} belongs to group {dep.group!r}")
-        return [dep]
-    if groups:
-        unknown = [g for g in groups if g not in config.groups]
-        if unknown:
-            known = ", ".join(config.groups)
-            raise ValueError(f"no model group {', '.join(unknown)} (known: {known})")
-        return [d for g in groups for d in config.groups[g]]
-    return [d for deps in config.groups.values() for d in deps]
-
-
 async def serve(
-    config: GatewayConfig, redis_url: str, deployments: list[Deployment], stop: asyncio.Event
+    config: GatewayConfig,
+    redis_url: str,
+    selection: Selection,
+    stop: asyncio.Event,
+    *,
+    config_file: ConfigFile | None = None,
+    slots: int | None = None,
 ) -> None:
-    """Run a DeploymentWorker per deployment until `stop` is set."""
-    usable = []
-    for dep in deployments:
-        reason = dep.unavailable_reason
-        if reason:
-            log.warning("deployment %s unavailable: %s", dep.id, reason)
-        else:
-            usable.append(dep)
-    if not usable:
-        raise ValueError("none of the selected deployments can be served")
-    slots = sum(d.max_parallel_requests for d in usable)
-    redis = connect(redis_url, max_connections=slots + 4 * len(usable), blocking_reads=True)
+    """Serve the selected deployments until `stop` is set, following reloads of `config_file`
+    (SIGHUP, a change of the file, `inferq reload`)."""
     keys = Keys(config.fabric.key_prefix)
-    transport = AiohttpTransport(max_connections=slots)
-    workers: list[DeploymentWorker] = []
-
-    def on_cancel(job_id: str) -> None:
-        for worker in workers:
-            worker.cancel(job_id)
-
+    redis = connect(redis_url, max_connections=256, blocking_reads=True)
     listener = connect(redis_url, max_connections=2, blocking_reads=True)
-    cancels = CancelListener(listener, keys, on_cancel)
-    cancels.start()
+    # The pool's slots bound concurrency; the transport must not bound it again below them.
+    transport = AiohttpTransport(max_connections=0)
     async with httpx.AsyncClient(transport=transport, trust_env=False) as http:
-        workers += [
-            DeploymentWorker(
-                d, config, redis, provider_for(d, http), is_cancelled=cancels.__contains__
+
+        def on_cancel(job_id: str) -> None:
+            pool.cancel(job_id)
+
+        cancels = CancelListener(on_cancel)
+        pool = WorkerPool(redis, http, selection, slots=slots, is_cancelled=cancels.__contains__)
+        handlers = {keys.cancel(): cancels.heard}
+        reloader = None
+        if config_file is not None:
+            reloader = Reloader(
+                redis,
+                keys,
+                config_file,
+                config,
+                apply=_apply(pool),
+                process=_process_name(selection),
             )
-            for d in usable
-        ]
+            handlers.update(reloader.handlers())
+        subscriber = Subscriber(listener, handlers)
         try:
-            await asyncio.gather(*(w.run(stop) for w in workers))
+            pool.apply(config)
+            subscriber.start()
+            if reloader:
+                reloader.start()
+            await pool.run(stop)
         finally:
-            await cancels.stop()
+            if reloader:
+                await reloader.stop()
+            await subscriber.stop()
             await listener.aclose()
             await redis.aclose()
 
 
-def run(config: GatewayConfig, redis_url: str, deployments: list[Deployment]) -> None:
+def _apply(pool: WorkerPool) -> Callable[[GatewayConfig], Awaitable[None]]:
+    async def apply(config: GatewayConfig) -> None:
+        pool.apply(config)
+
+    return apply
+
+
+def _process_name(selection: Selection) -> str:
+    what = selection.deployment or ",".join(selection.groups) or "all groups"
+    return f"worker {socket.gethostname()}:{os.getpid()} ({what})"
+
+
+def run(
+    config: GatewayConfig,
+    redis_url: str,
+    selection: Selection,
+    *,
+    config_path: Path | None = None,
+    slots: int | None = None,
+) -> None:
     """Blocking entry point: serve until SIGTERM or SIGINT, then drain gracefully."""
+    selection.select(config)  # fail fast, before any connection, on an unknown name
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await serve(config, redis_url, deployments, stop)
+        config_file = ConfigFile(config_path) if config_path else None
+        await serve(config, redis_url, selection, stop, config_file=config_file, slots=slots)
 
     _run_loop(main())
 

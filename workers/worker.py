@@ -46,6 +46,7 @@ class DeploymentWorker:
         heartbeat_interval: float = 2.0,
         grace_period: float = 30.0,
         is_cancelled: Callable[[str], bool] | None = None,
+        slots: int | None = None,
     ) -> None:
         self.deployment = deployment
         # The random part: a container restarted with the same hostname and pid is a new
@@ -57,7 +58,8 @@ class DeploymentWorker:
         self._provider = provider
         self._consumer = GroupConsumer(redis, self._keys, deployment.group, self.id)
         self._limits = DeploymentLimits(redis, self._keys, deployment.group, deployment.id)
-        self._slots = deployment.max_parallel_requests
+        self._slots_override = slots  # `inferq worker --concurrency`
+        self._slots = slots or deployment.max_parallel_requests
         self._block_ms = block_ms
         self._heartbeat_interval = heartbeat_interval
         self._grace = grace_period
@@ -116,6 +118,21 @@ class DeploymentWorker:
         with contextlib.suppress(BrokerError):  # else the heartbeat TTL removes us anyway
             await deregister(self._redis, self._keys, self.id)
         log.info("worker %s stopped (%d done, %d failed)", self.id, self.done, self.failed)
+
+    @property
+    def provider(self) -> Provider:
+        """The backend client jobs starting now will use."""
+        return self._provider
+
+    def reconfigure(
+        self, config: GatewayConfig, deployment: Deployment, provider: Provider
+    ) -> None:
+        """Take a reloaded config. Jobs already running finish as they started; the next ones
+        see the new settings (slots, backend, defaults, retries, fallbacks)."""
+        self._config = config
+        self.deployment = deployment
+        self._provider = provider
+        self._slots = self._slots_override or deployment.max_parallel_requests
 
     def cancel(self, job_id: str) -> None:
         """The job's client is gone: abort it if it runs here."""
@@ -257,7 +274,8 @@ class DeploymentWorker:
 
     async def _serve_job(self, delivery: Delivery, job: Job) -> None:
         picked_up = time.time()
-        writer = ReplyWriter(self._consumer, job, self.deployment.id)
+        dep, provider = self.deployment, self._provider  # a reload mid-job changes neither
+        writer = ReplyWriter(self._consumer, job, dep.id)
         if job.deadline <= time.time():
             error = ErrorInfo(
                 status=504, type="timeout", code="timeout", message="request timed out while queued"
@@ -266,14 +284,14 @@ class DeploymentWorker:
             await self._consumer.complete(delivery, job, writer.reply(ReplyKind.ERROR, error=error))
             return
         try:
-            done = await run_attempt(self._provider, self.deployment, job, writer)
+            done = await run_attempt(provider, dep, job, writer)
         except ProviderError as exc:
             await self._failed(delivery, job, writer, exc)
             return
         except BrokerError:
             raise
         except Exception:
-            log.exception("job %s: unexpected error on %s", job.id, self.deployment.id)
+            log.exception("job %s: unexpected error on %s", job.id, dep.id)
             error = ErrorInfo(status=500, type="api_error", message="internal error in the worker")
             self.failed += 1
             await self._consumer.complete(delivery, job, writer.reply(ReplyKind.ERROR, error=error))
@@ -281,14 +299,14 @@ class DeploymentWorker:
         usage = done.usage or {}
         done = done.model_copy(
             update={
-                "cost": cost(self.deployment, int(usage.get("prompt_tokens") or 0),
+                "cost": cost(dep, int(usage.get("prompt_tokens") or 0),
                              int(usage.get("completion_tokens") or 0)),
                 "queue_ms": round((picked_up - job.created) * 1000, 2),
             }
         )  # fmt: skip
         await self._consumer.complete(delivery, job, done)
         self.done += 1
-        if self.deployment.tpm and done.usage:
+        if dep.tpm and done.usage:
             await self._limits.add_tokens(int(done.usage.get("total_tokens") or 0))
 
     async def _failed(

@@ -47,12 +47,13 @@ def test_sigkill_mid_stream_is_reclaimed_and_completed(
     backends: Callable[[], FakeBackend], fabric_for: Callable[..., Fabric]
 ) -> None:
     backend = backends()
-    backend.behaviour.token_delay = 0.05
+    # A 3-second stream: time to start the survivor even on a loaded machine.
+    backend.behaviour.token_delay = 0.075
     fabric = fabric_for(models(deployment("g", backend.api_base)) + settings())
     victim = fabric.start_worker("victim")
     fabric.start_api()
     out: dict[str, object] = {}
-    client = threading.Thread(target=stream_text, args=(fabric, out), kwargs={"max_tokens": 20})
+    client = threading.Thread(target=stream_text, args=(fabric, out), kwargs={"max_tokens": 40})
     client.start()
     wait_for(lambda: backend.active == 1, 10)
     fabric.start_worker("survivor")  # started after the victim took the job
@@ -67,8 +68,8 @@ def test_sigkill_mid_stream_is_reclaimed_and_completed(
     partial = backend.requests[1]["messages"][-1]
     assert partial["role"] == "assistant"
     assert partial["content"].startswith("w0 w1 ")
-    # The survivor was asked only for the tokens still due: 20 in all, however they split.
-    left = 20 - len(partial["content"].split())
+    # The survivor was asked only for the tokens still due: 40 in all, however they split.
+    left = 40 - len(partial["content"].split())
     assert backend.requests[1]["max_tokens"] == left
     assert text == partial["content"] + "".join(f"w{i} " for i in range(left))
     assert time.monotonic() - killed_at < 10  # reclaimed within the heartbeat TTL
