@@ -14,7 +14,9 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from api import batches
 from api.auth import MasterKeyAuth
+from api.batch_driver import BatchDriver
 from api.budgets import BudgetView
 from api.chat import chat_completions, completions, embeddings
 from api.errors import GatewayError, InvalidRequest, NotFound, Unavailable
@@ -67,12 +69,15 @@ def create_app(
         usage.start()
         budgets = BudgetView(config, redis, keys)
         budgets.start()
-        gw = Gateway(current, redis, keys, dispatcher, live, cache, usage, budgets)
+        driver = BatchDriver(redis, keys, config, owner=f"{socket.gethostname()}:{os.getpid()}")
+        driver.start()
+        gw = Gateway(current, redis, keys, dispatcher, live, cache, usage, budgets, driver)
         app.state.gateway = gw
         try:
             async with _following(config_file, gw, listener):
                 yield
         finally:
+            await driver.stop()
             await budgets.stop()
             await usage.stop()
             await cache_redis.aclose()
@@ -103,6 +108,19 @@ def _add_routes(app: FastAPI) -> None:
         app.add_api_route(f"{prefix}/completions", completions, methods=["POST"])
         app.add_api_route(f"{prefix}/embeddings", embeddings, methods=["POST"])
         app.add_api_route(f"{prefix}/models", list_models, methods=["GET"])
+        app.add_api_route(f"{prefix}/files", batches.upload_file, methods=["POST"])
+        app.add_api_route(f"{prefix}/files", batches.list_all_files, methods=["GET"])
+        app.add_api_route(f"{prefix}/files/{{file_id}}", batches.retrieve_file, methods=["GET"])
+        app.add_api_route(f"{prefix}/files/{{file_id}}", batches.remove_file, methods=["DELETE"])
+        app.add_api_route(
+            f"{prefix}/files/{{file_id}}/content", batches.retrieve_file_content, methods=["GET"]
+        )
+        app.add_api_route(f"{prefix}/batches", batches.create, methods=["POST"])
+        app.add_api_route(f"{prefix}/batches", batches.list_all, methods=["GET"])
+        app.add_api_route(f"{prefix}/batches/{{batch_id}}", batches.retrieve, methods=["GET"])
+        app.add_api_route(
+            f"{prefix}/batches/{{batch_id}}/cancel", batches.cancel, methods=["POST"]
+        )
     app.add_api_route("/v1/messages", messages, methods=["POST"])
     app.add_api_route("/usage", usage_report, methods=["GET"])
     app.add_api_route("/metrics", metrics, methods=["GET"])

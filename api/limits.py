@@ -24,10 +24,13 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        max_bytes = self._current.max_request_bytes
+        # Batch input files are bigger than any one request (OpenAI takes up to 200 MB).
+        uploading = scope["path"] in ("/v1/files", "/files")
+        current = self._current
+        max_bytes = current.max_file_bytes if uploading else current.max_request_bytes
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > max_bytes:
-                await self._error(max_bytes).response()(scope, receive, send)
+                await self._error(max_bytes, uploading).response()(scope, receive, send)
                 return
         seen = 0
 
@@ -37,14 +40,15 @@ class BodyLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > max_bytes:
-                    raise self._error(max_bytes)
+                    raise self._error(max_bytes, uploading)
             return message
 
         await self.app(scope, limited, send)
 
-    def _error(self, max_bytes: int) -> PayloadTooLarge:
+    def _error(self, max_bytes: int, uploading: bool) -> PayloadTooLarge:
+        setting = "max_file_bytes" if uploading else "max_request_bytes"
         return PayloadTooLarge(
             f"Request body too large: the limit is {max_bytes} bytes "
-            "(inferq_settings.max_request_bytes).",
+            f"(inferq_settings.{setting}).",
             code="payload_too_large",
         )

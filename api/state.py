@@ -8,6 +8,7 @@ from typing import Any
 
 from starlette.requests import Request
 
+from api.batch_driver import BatchDriver
 from api.budgets import BudgetView
 from api.live import LiveGroups
 from api.usage import UsageRecorder
@@ -30,6 +31,7 @@ class CurrentConfig:
         self.config = config
         self.master_key = config.master_key.encode() if config.master_key else None
         self.max_request_bytes = config.fabric.max_request_bytes
+        self.max_file_bytes = config.fabric.max_file_bytes
 
     def set(self, config: GatewayConfig) -> None:
         """Serve `config` from now on."""
@@ -48,6 +50,7 @@ class Gateway:
     cache: ResponseCache
     usage: UsageRecorder
     budgets: BudgetView
+    batch_driver: BatchDriver | None = None
     _background: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property
@@ -61,6 +64,8 @@ class Gateway:
         self.live.reconfigure(config)
         self.usage.reconfigure(config)
         self.budgets.reconfigure(config)
+        if self.batch_driver is not None:
+            self.batch_driver.config = config
         namespace = config.cache.namespace or "default"
         if namespace != self.cache.namespace:
             self.cache = self.cache.with_namespace(namespace)

@@ -67,6 +67,30 @@ class Keys:
         """Pub/sub channel on which API processes announce cancelled jobs to every worker."""
         return f"{self.prefix}:cancel"
 
+    def file(self, file_id: str) -> str:
+        """Hash of one uploaded or generated file (`/v1/files`): `meta` (JSON) and `content`."""
+        return f"{self.prefix}:file:{file_id}"
+
+    def files(self) -> str:
+        """Sorted set of file ids by creation time (for listing)."""
+        return f"{self.prefix}:files"
+
+    def batch_record(self, batch_id: str) -> str:
+        """Hash of one `/v1/batches` batch: its fields, each JSON-encoded."""
+        return f"{self.prefix}:batchapi:{batch_id}"
+
+    def batch_index(self) -> str:
+        """Sorted set of batch ids by creation time (for listing)."""
+        return f"{self.prefix}:batchapi:index"
+
+    def batch_active(self) -> str:
+        """Set of batch ids not yet in a final state (what API processes drive)."""
+        return f"{self.prefix}:batchapi:active"
+
+    def batch_lease(self, batch_id: str) -> str:
+        """Which API process drives a batch now; expires unless renewed."""
+        return f"{self.prefix}:batchapi:lease:{batch_id}"
+
     def control(self) -> str:
         """Pub/sub channel on which `inferq reload` asks every API and worker process to act."""
         return f"{self.prefix}:control"

@@ -130,6 +130,8 @@ def _build(doc: ConfigFile, source: str) -> GatewayConfig:
             max_deliveries=fabric.max_deliveries,
             max_request_bytes=fabric.max_request_bytes,
             watch_config=fabric.watch_config,
+            max_file_bytes=fabric.max_file_bytes,
+            batch_api_window=fabric.batch_api_window,
         ),
         budgets=budgets,
         budget_webhook=fabric.budget_webhook,

@@ -132,6 +132,8 @@ class FabricConfig:
     max_deliveries: int
     max_request_bytes: int
     watch_config: bool = True
+    max_file_bytes: int = 200 * 1024 * 1024
+    batch_api_window: int = 256
 
 
 @dataclass(frozen=True)

@@ -111,6 +111,8 @@ class InferqSettings(BaseModel):
     budgets: list[BudgetSpec] = Field(default_factory=list)
     budget_webhook: str | None = None  # POSTed a JSON alert when spend crosses a warning
     watch_config: bool = True  # reload when the config file changes (SIGHUP and reload always)
+    max_file_bytes: int = Field(default=200 * 1024 * 1024, gt=0)  # POST /v1/files
+    batch_api_window: int = Field(default=256, gt=0)  # jobs of one /v1/batches batch in flight
 
 
 class ConfigFile(_Open):
