@@ -23,6 +23,7 @@ from api.messages import messages
 from api.models import list_models
 from api.observe import metrics, usage_report
 from api.state import Gateway
+from api.ui import Dashboard
 from api.usage import Metrics, UsageRecorder
 from broker.cache import ResponseCache
 from broker.connection import connect
@@ -88,6 +89,8 @@ def create_app(config: GatewayConfig, redis_url: str) -> FastAPI:
     app.add_api_route("/health/liveliness", liveliness, methods=["GET"])
     app.add_api_route("/health/liveness", liveliness, methods=["GET"])
     app.add_api_route("/health/readiness", readiness, methods=["GET"])
+    for path, endpoint, method in Dashboard(config.master_key).routes():
+        app.add_api_route(path, endpoint, methods=[method])
     app.add_exception_handler(GatewayError, _gateway_error)
     app.add_exception_handler(BrokerError, _broker_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
