@@ -54,6 +54,7 @@ class FabricStatus:
     requests_per_min: int
     p50_ms: float | None
     cache_hits_per_min: int
+    sampled: bool  # rates and latency come from the latest requests only (`limit` was reached)
 
     def as_dict(self, unavailable: Mapping[str, str | None]) -> dict[str, Any]:
         """JSON-ready (`inferq status --json`, the dashboard), each group with the reason it
@@ -69,17 +70,25 @@ class FabricStatus:
             "requests_per_min": self.requests_per_min,
             "p50_ms": self.p50_ms,
             "cache_hits_per_min": self.cache_hits_per_min,
+            "sampled": self.sampled,
         }
 
 
 async def read_status(
-    redis: Redis, keys: Keys, groups: Mapping[str, Sequence[str]], window: float = 60.0
+    redis: Redis,
+    keys: Keys,
+    groups: Mapping[str, Sequence[str]],
+    window: float = 60.0,
+    limit: int = 50_000,
 ) -> FabricStatus:
     """The status of `groups` (group name → its deployment ids); throughput, latency and cache
-    hits count the requests recorded in the last `window` seconds. Raises BrokerError when
-    Redis is down."""
+    hits come from the requests recorded in the last `window` seconds, or from the latest
+    `limit` of them when there are more (the rates are then scaled to the time those cover).
+    Raises BrokerError when Redis is down."""
     workers = await live_workers(redis, keys)
-    records = [orjson.loads(r) for r in await recent_records(redis, keys, window)]
+    raw, covered = await recent_records(redis, keys, window, limit)
+    records = [orjson.loads(r) for r in raw]
+    per_min = 60.0 / covered
     queues = await depths(redis, keys, list(groups))
     pairs = [(group, dep) for group, deps in groups.items() for dep in deps]
     cooling = await cooldowns(redis, keys, pairs)
@@ -97,9 +106,9 @@ async def read_status(
             workers=len(mine),
             slots=sum(w.slots for w in mine),
             in_flight=sum(w.in_flight for w in mine),
-            requests_per_min=len(here),
+            requests_per_min=round(len(here) * per_min),
             p50_ms=_median(here),
-            cache_hits_per_min=sum(1 for r in here if r.get("cache_hit")),
+            cache_hits_per_min=round(sum(1 for r in here if r.get("cache_hit")) * per_min),
             cooldowns={d: round(cooling[d], 1) for d in deps if cooling[d]},
         )
     return FabricStatus(
@@ -107,9 +116,10 @@ async def read_status(
         groups=table,
         deployments=deployments,
         workers=sorted(workers, key=lambda w: (w.deployment, w.started)),
-        requests_per_min=len(records),
+        requests_per_min=round(len(records) * per_min),
         p50_ms=_median(records),
-        cache_hits_per_min=sum(1 for r in records if r.get("cache_hit")),
+        cache_hits_per_min=round(sum(1 for r in records if r.get("cache_hit")) * per_min),
+        sampled=covered < window,
     )
 
 
