@@ -25,6 +25,7 @@ from api.messages import messages
 from api.models import list_models
 from api.observe import metrics, usage_report
 from api.state import CurrentConfig, Gateway
+from api.ui import Dashboard
 from api.usage import Metrics, UsageRecorder
 from broker.cache import ResponseCache
 from broker.connection import Redis, connect
@@ -88,6 +89,8 @@ def create_app(
         )
     app = FastAPI(title="inferq", lifespan=lifespan, docs_url=None, redoc_url=None)
     _add_routes(app)
+    for path, endpoint, method in Dashboard(current).routes():
+        app.add_api_route(path, endpoint, methods=[method])
     app.add_exception_handler(GatewayError, _gateway_error)
     app.add_exception_handler(BrokerError, _broker_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
