@@ -58,6 +58,8 @@ class _Fabric:
         child_env = {**os.environ, "REDIS_URL": redis_url}
         base = [sys.executable, "-m", "inferq.cli"]
         cfg = ["--config", str(self.env.config_path)]
+        if self.env.log_json:
+            cfg.append("--log-json")  # every process of the fabric logs in one format
         for group, deployments in self.config.groups.items():
             reasons = [d.unavailable_reason for d in deployments]
             if all(reasons):
