@@ -4,6 +4,7 @@ import hmac
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from api.access import finish_response
 from api.errors import AuthError
 
 # Probes must work without a key (container healthchecks, load balancers).
@@ -32,7 +33,8 @@ class MasterKeyAuth:
         else:
             await self.app(scope, receive, send)
             return
-        await error.response()(scope, receive, send)
+        # The presented key is never logged: the line has the request id, path and status.
+        await finish_response(scope, error.response(), error.type)(scope, receive, send)
 
 
 def _presented_key(headers: list[tuple[bytes, bytes]]) -> bytes | None:

@@ -2,6 +2,7 @@
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.access import finish_response
 from api.errors import GatewayError
 
 
@@ -25,7 +26,8 @@ class BodyLimit:
             return
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                await self._error().response()(scope, receive, send)
+                error = self._error()
+                await finish_response(scope, error.response(), error.type)(scope, receive, send)
                 return
         seen = 0
 

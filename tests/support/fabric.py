@@ -88,9 +88,9 @@ class Fabric:
         self.procs[name] = proc
         return proc
 
-    def start_api(self, wait_ready: bool = True) -> None:
-        """Start `inferq api` and wait until it answers."""
-        self._spawn("api", "api", "--port", str(self.port))
+    def start_api(self, *args: str, wait_ready: bool = True) -> None:
+        """Start `inferq api ARGS` and wait until it answers."""
+        self._spawn("api", "api", "--port", str(self.port), *args)
         deadline = time.monotonic() + 20
         path = "/health/readiness" if wait_ready else "/health/liveliness"
         while time.monotonic() < deadline:
