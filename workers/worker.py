@@ -299,7 +299,9 @@ class DeploymentWorker:
     def _finished(self, job: Job, status: int, began: float | None) -> None:
         """The job's last line, at DEBUG: off by default, the hot path pays nothing for it."""
         if log.isEnabledFor(logging.DEBUG):
-            backend = f"{(time.monotonic() - began) * 1000:.1f} ms" if began else "not called"
+            backend = (
+                f"{(time.monotonic() - began) * 1000:.1f} ms" if began is not None else "not called"
+            )
             log.debug(
                 "%s: finished on %s, status %d, backend %s",
                 _tag(job), self.deployment.id, status, backend,

@@ -227,7 +227,7 @@ def test_log_json_makes_every_line_of_api_and_worker_json(
     config = write_config(tmp_path / "c.yaml", fake.api_base, prefix)
     fab = Fabric(config, redis_url, tmp_path)
     try:
-        fab.start_worker("worker", "--log-json")
+        fab.start_worker("worker", "--log-json", level="DEBUG")
         fab.start_api("--log-json")
         rid = new_id()
         resp = post(fab, rid, max_tokens=3)
@@ -261,6 +261,9 @@ def test_log_json_makes_every_line_of_api_and_worker_json(
     assert access[rid]["latency_ms"] > 0
     assert access[refused]["status"] == 401 and access[refused]["model"] is None
     assert any(r["logger"] == "uvicorn.error" for r in records["api"])
+    # At DEBUG, the worker says how each job ended: deployment, status, backend time.
+    [done] = [r["msg"] for r in records["worker"] if f"req {rid}: finished" in r["msg"]]
+    assert re.search(r"finished on fake\.0, status 200, backend [0-9.]+ ms$", done)
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 5) -> None:
