@@ -6,6 +6,7 @@ from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api import session
+from api.access import finish_response
 from api.errors import AuthError
 from api.state import CurrentConfig
 
@@ -33,7 +34,8 @@ class MasterKeyAuth:
         if error is None:
             await self.app(scope, receive, send)
             return
-        await error.response()(scope, receive, send)
+        # The presented key is never logged: the line has the request id, path and status.
+        await finish_response(scope, error.response(), error.type)(scope, receive, send)
 
 
 def check(

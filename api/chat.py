@@ -5,6 +5,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from api.access import request_id
 from api.cache import plan
 from api.flow import begin
 from api.relay import sse
@@ -42,7 +43,7 @@ async def _serve(
     request: Request, kind: JobKind, req: GatewayOptions, data: dict[str, Any], usage: bool
 ) -> Response:
     gw = gateway(request)
-    job = make_job(gw, kind, req, data, include_usage=usage)
+    job = make_job(gw, kind, req, data, request_id=request_id(request.scope), include_usage=usage)
     cache = plan(gw.config, kind, req.model, data, request.headers)
     started = await begin(request, gw, job, cache)
     if started is None:

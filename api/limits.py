@@ -2,6 +2,7 @@
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.access import finish_response
 from api.errors import GatewayError
 from api.state import CurrentConfig
 
@@ -27,7 +28,8 @@ class BodyLimit:
         max_bytes = self._current.max_request_bytes
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > max_bytes:
-                await self._error(max_bytes).response()(scope, receive, send)
+                error = self._error(max_bytes)
+                await finish_response(scope, error.response(), error.type)(scope, receive, send)
                 return
         seen = 0
 

@@ -55,9 +55,11 @@ def make_job(
     options: GatewayOptions,
     body: dict[str, Any],
     *,
+    request_id: str | None = None,
     include_usage: bool = False,
 ) -> Job:
-    """The job for a validated request: its chain of groups, deadline and reply address."""
+    """The job for a validated request: its chain of groups, deadline and reply address;
+    `request_id` names it in every log line about it."""
     config = gw.config
     route = config.route(options.model)
     if route is None:
@@ -102,6 +104,7 @@ def make_job(
         deadline=now + timeout,
         num_retries=options.num_retries,
         stream_timeout=options.stream_timeout,
+        request_id=request_id,
     )
 
 

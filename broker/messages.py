@@ -11,6 +11,10 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
+# What a request id may be: the API takes a client's `x-request-id` only when it matches (it ends
+# up in log lines, so no spaces, quotes or control characters), else it makes one.
+REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+
 
 class Attempt(BaseModel):
     """One try of a job on one deployment (kept across retries and fallbacks)."""
@@ -54,6 +58,8 @@ class Job(BaseModel):
     seq: int = Field(default=0, ge=0)
     prefix: str = ""
     prefix_tokens: int = Field(default=0, ge=0)  # tokens of `prefix`, off the max_tokens left
+    # The request id (the client's `x-request-id`, else the API's): names the job in worker logs.
+    request_id: str | None = Field(default=None, pattern=REQUEST_ID_PATTERN)
 
     def encode(self) -> bytes:
         """Serialize for XADD (orjson: the body can be large)."""

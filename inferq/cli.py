@@ -1,17 +1,19 @@
 """The `inferq` command: api, worker, up, config check."""
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 
 from config import ConfigError, GatewayConfig, RuntimeEnv, load_config, runtime_env
+from inferq.logs import configure
 
 EXIT_CONFIG = 2
 
 EPILOG = """examples:
   inferq up                                  # everything on this machine (what `make run` does)
   inferq api --port 8001                     # the HTTP facade only
+  inferq api --log-json                      # one JSON object per log line (or INFERQ_LOG_JSON=1)
   inferq worker --group local-model          # serve every deployment of one model group
   inferq worker --group gpt-4o --processes 3 # three processes for one backend (scale out)
   inferq reload                              # every API and worker rereads its config file
@@ -29,13 +31,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_CONFIG
     env = runtime_env(getattr(args, "file", None) or getattr(args, "config", None))
-    logging.basicConfig(
-        level=env.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # One line per backend call is noise at this layer; inferq logs its own outcomes.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    if args.log_json:
+        env = replace(env, log_json=True)
+    configure(env.log_level, json=env.log_json)
     try:
         config = load_config(env.config_path)
     except ConfigError as exc:
@@ -60,6 +58,8 @@ def _parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    log_json = "one JSON object per log line (default: $INFERQ_LOG_JSON); `up` passes it on"
+    parser.add_argument("--log-json", action="store_true", help=log_json)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--config",
@@ -67,6 +67,8 @@ def _parser() -> argparse.ArgumentParser:
         help="LiteLLM-format YAML (default: $INFERQ_CONFIG, else config/minimal_config.yaml); "
         "Redis is $REDIS_URL (default redis://127.0.0.1:6379/0)",
     )
+    # Also after the command (`inferq api --log-json`); SUPPRESS keeps a flag given before it.
+    common.add_argument("--log-json", action="store_true", default=argparse.SUPPRESS, help=log_json)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     api = sub.add_parser(

@@ -239,14 +239,15 @@ class DeploymentWorker:
         except BrokerError as exc:
             # Not acknowledged: the job stays in our pending list; once Redis answers again the
             # loop takes it back (we are alive, so nobody else would reclaim it).
-            log.warning("entry %s: Redis failed mid-job (%s); will retry", delivery.entry_id, exc)
+            about = _tag(job) if job else f"entry {delivery.entry_id.decode()}"
+            log.warning("%s: Redis failed mid-job (%s); will retry", about, exc)
             self._orphans = True
         except asyncio.CancelledError:
             if job is None or job.id not in self._cancelled:
                 raise  # shutting down: leave the job pending for another worker
             self._cancelled.discard(job.id)
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
-            log.info("job %s cancelled by its client; backend call aborted", job.id)
+            log.info("%s: cancelled by its client; backend call aborted", _tag(job))
             with contextlib.suppress(BrokerError):
                 await self._consumer.complete(delivery, job, None)
 
@@ -282,19 +283,22 @@ class DeploymentWorker:
             )
             self.failed += 1
             await self._consumer.complete(delivery, job, writer.reply(ReplyKind.ERROR, error=error))
+            self._finished(job, 504, None)
             return
+        began = time.monotonic()
         try:
             done = await run_attempt(provider, dep, job, writer)
         except ProviderError as exc:
-            await self._failed(delivery, job, writer, exc)
+            await self._failed(delivery, job, writer, exc, began)
             return
         except BrokerError:
             raise
         except Exception:
-            log.exception("job %s: unexpected error on %s", job.id, dep.id)
+            log.exception("%s: unexpected error on %s", _tag(job), dep.id)
             error = ErrorInfo(status=500, type="api_error", message="internal error in the worker")
             self.failed += 1
             await self._consumer.complete(delivery, job, writer.reply(ReplyKind.ERROR, error=error))
+            self._finished(job, 500, began)
             return
         usage = done.usage or {}
         done = done.model_copy(
@@ -306,14 +310,26 @@ class DeploymentWorker:
         )  # fmt: skip
         await self._consumer.complete(delivery, job, done)
         self.done += 1
+        self._finished(job, 200, began)
         if dep.tpm and done.usage:
             await self._limits.add_tokens(int(done.usage.get("total_tokens") or 0))
 
+    def _finished(self, job: Job, status: int, began: float | None) -> None:
+        """The job's last line, at DEBUG: off by default, the hot path pays nothing for it."""
+        if log.isEnabledFor(logging.DEBUG):
+            backend = (
+                f"{(time.monotonic() - began) * 1000:.1f} ms" if began is not None else "not called"
+            )
+            log.debug(
+                "%s: finished on %s, status %d, backend %s",
+                _tag(job), self.deployment.id, status, backend,
+            )  # fmt: skip
+
     async def _failed(
-        self, delivery: Delivery, job: Job, writer: ReplyWriter, exc: ProviderError
+        self, delivery: Delivery, job: Job, writer: ReplyWriter, exc: ProviderError, began: float
     ) -> None:
         if exc.retryable:
-            await self._count_failure()
+            await self._count_failure(job)
         step = next_step(
             job,
             exc,
@@ -328,8 +344,8 @@ class DeploymentWorker:
             ),
         ]
         log.info(
-            "job %s failed on %s (%s): %s",
-            job.id,
+            "%s: failed on %s (%s): %s",
+            _tag(job),
             self.deployment.id,
             exc.message,
             step.action.value,
@@ -359,6 +375,7 @@ class DeploymentWorker:
             await self._consumer.complete(
                 delivery, job, writer.reply(ReplyKind.ERROR, error=exc.info())
             )
+            self._finished(job, exc.status, began)
 
     async def _served(self, groups: list[str]) -> list[str]:
         """The groups from the first one a live worker serves (a fallback nobody serves would
@@ -369,11 +386,12 @@ class DeploymentWorker:
                 return groups[i:]
         return []
 
-    async def _count_failure(self) -> None:
+    async def _count_failure(self, job: Job) -> None:
         router = self._config.router
         if await self._limits.record_failure(router.allowed_fails, router.cooldown_time):
             log.warning(
-                "deployment %s cools down for %gs after %d failures in a minute",
+                "%s: deployment %s cools down for %gs after %d failures in a minute",
+                _tag(job),
                 self.deployment.id,
                 router.cooldown_time,
                 router.allowed_fails + 1,
@@ -386,7 +404,7 @@ class DeploymentWorker:
             f"the job was abandoned {deliveries} times by workers that stopped while serving it "
             "(crash, kill or an input that breaks them); it is in the dead-letter stream"
         )
-        log.error("job %s: %s", job.id, message)
+        log.error("%s: %s", _tag(job), message)
         self.failed += 1
         resumed = await self._resume(delivery, job)
         error = ErrorInfo(status=502, type="api_error", code="max_deliveries", message=message)
@@ -399,6 +417,11 @@ class DeploymentWorker:
         log.error("dead-lettering entry %s: %s", delivery.entry_id.decode(), delivery.problem)
         self.failed += 1
         await self._consumer.dead_letter(delivery, delivery.problem or "unreadable")
+
+
+def _tag(job: Job) -> str:
+    """How a log line names a job: `job <id> req <request id>` (`req -` for direct submissions)."""
+    return f"job {job.id} req {job.request_id or '-'}"
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
