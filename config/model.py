@@ -1,5 +1,6 @@
 """The parsed configuration: frozen objects handed to the API, workers and broker."""
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -133,6 +134,19 @@ class FabricConfig:
     default_timeout: float
     max_deliveries: int
     max_request_bytes: int
+    batch_queue_limit: int
+    batch_max_slots: float
+    batch_min_share: float
+    batch_timeout: float
+    result_ttl: float
+
+    def batch_slots(self, slots: int) -> int:
+        """How many of a deployment's `slots` batch jobs may hold at once: `batch_max_slots`
+        of them, at least one (a one-slot llama.cpp still serves batch), and with more than
+        one slot, never all (one stays free for interactive requests)."""
+        if slots <= 1:
+            return 1
+        return max(1, min(slots - 1, math.floor(slots * self.batch_max_slots)))
 
 
 @dataclass(frozen=True)
