@@ -74,9 +74,36 @@ def outcome_of(job: Job, reply: Reply) -> Outcome:
     )
 
 
-def error_reply(job_id: str, error: ErrorInfo) -> Reply:
-    """A terminal error for a job no worker answered (refused, cancelled, lost)."""
-    return Reply(job=job_id, seq=0, kind=ReplyKind.ERROR, error=error)
+def failure(
+    job_id: str,
+    error: ErrorInfo,
+    *,
+    submission: str,
+    custom_id: str,
+    model: str = "",
+    kind: JobKind = JobKind.CHAT,
+) -> Outcome:
+    """The result of a request that no worker answered (refused before it was queued)."""
+    return Outcome(
+        job=job_id,
+        custom_id=custom_id,
+        submission=submission,
+        model=model,
+        kind=kind,
+        reply=Reply(job=job_id, seq=0, kind=ReplyKind.ERROR, error=error),
+        finished=time.time(),
+    )
+
+
+def expired(submission: str, job_id: str, custom_id: str) -> Outcome:
+    """What stands for a result whose record expired before it was read."""
+    error = ErrorInfo(
+        status=410,
+        type="expired",
+        code="result_expired",
+        message="the request finished, but its result record has expired (result_ttl)",
+    )
+    return failure(job_id, error, submission=submission, custom_id=custom_id)
 
 
 def cancelled_result(job: Job) -> Reply | None:

@@ -32,7 +32,8 @@ from broker.results import (
     SUBMISSION_ID,
     Outcome,
     Progress,
-    error_reply,
+    expired,
+    failure,
     finished,
     mark,
     progress,
@@ -122,7 +123,7 @@ class _Collector:
         out = []
         for entry in wanted:
             custom_id = self.pending.pop(entry.job)
-            out.append(stored[entry.job] or _expired(self.submission, entry.job, custom_id))
+            out.append(stored[entry.job] or expired(self.submission, entry.job, custom_id))
         return out
 
 
@@ -215,7 +216,7 @@ class Submitter:
                 yield outcome
         if status == _HAS_RESULT:
             stored = (await records(self._redis, self._keys, [job_id]))[job_id]
-            yield stored or _expired(submission_id, job_id, request.custom_id)
+            yield stored or expired(submission_id, job_id, request.custom_id)
         elif status == _CANCELLED:
             error = ErrorInfo(
                 status=499,
@@ -277,14 +278,13 @@ class Submitter:
         self, submission_id: str, job_id: str, request: BatchRequest, error: ErrorInfo
     ) -> Outcome:
         model = request.body.get("model")
-        outcome = Outcome(
-            job=job_id,
-            custom_id=request.custom_id,
+        outcome = failure(
+            job_id,
+            error,
             submission=submission_id,
+            custom_id=request.custom_id,
             model=model if isinstance(model, str) else "",
             kind=request.kind,
-            reply=error_reply(job_id, error),
-            finished=time.time(),
         )
         return await store_refusal(self._redis, self._keys, outcome, self._ttl)
 
@@ -312,7 +312,7 @@ class Submitter:
             if entries:
                 stored = await records(self._redis, self._keys, [e.job for e in entries])
                 for e in entries:
-                    yield e.cursor, stored[e.job] or _expired(submission_id, e.job, e.custom_id)
+                    yield e.cursor, stored[e.job] or expired(submission_id, e.job, e.custom_id)
                 cursor = entries[-1].cursor
                 continue
             if not follow or (await self.progress(submission_id)).done:
@@ -366,7 +366,6 @@ def _refusal(exc: InvalidBody | RouteError) -> ErrorInfo:
 
 
 def _duplicate(submission_id: str, request: BatchRequest) -> Outcome:
-    job_id = job_id_for(submission_id, request.custom_id)
     error = ErrorInfo(
         status=400,
         type="invalid_request_error",
@@ -374,29 +373,6 @@ def _duplicate(submission_id: str, request: BatchRequest) -> Outcome:
         param="custom_id",
         message=f"custom_id {request.custom_id!r} is used by another request of this batch",
     )
-    return Outcome(
-        job=job_id,
-        custom_id=request.custom_id,
-        submission=submission_id,
-        model="",
-        kind=request.kind,
-        reply=error_reply(job_id, error),
-        finished=time.time(),
-    )
-
-
-def _expired(submission_id: str, job_id: str, custom_id: str) -> Outcome:
-    error = ErrorInfo(
-        status=410,
-        type="expired",
-        code="result_expired",
-        message="the request finished, but its result record has expired (result_ttl)",
-    )
-    return Outcome(
-        job=job_id,
-        custom_id=custom_id,
-        submission=submission_id,
-        model="",
-        reply=error_reply(job_id, error),
-        finished=time.time(),
-    )
+    job_id = job_id_for(submission_id, request.custom_id)
+    custom_id, kind = request.custom_id, request.kind
+    return failure(job_id, error, submission=submission_id, custom_id=custom_id, kind=kind)
