@@ -297,7 +297,8 @@ class Submitter:
     ) -> AsyncIterator[tuple[str, Outcome]]:
         """The submission's results in the order they finished, after the cursor `since`, each
         with its own cursor (to read on from after a disconnect). With `follow`, wait for more
-        until every request of the submission has its result."""
+        until every request has its result (a submission is complete once a `run` has queued
+        all of its requests; one that was stopped is not)."""
         check_submission_id(submission_id)
         cursor = since
         while True:

@@ -185,8 +185,13 @@ async def test_batch_still_progresses_under_continuous_interactive_load(
 async def test_window_bounds_the_jobs_in_flight(fabric: Make, backend: FakeBackend) -> None:
     backend.behaviour.first_token_delay = 0.05
     async with fabric(slots=8) as f:
-        outcomes = await collect(f.submitter.run("s", requests(15), window=2))
+        run = asyncio.create_task(collect(f.submitter.run("s", requests(15), window=2)))
+        await wait_until(lambda: len(backend.requests) > 0)
+        # Another client follows the same submission until it is complete.
+        followed = [o async for _c, o in f.submitter.results("s", follow=True)]
+        outcomes = await run
         progress = await f.submitter.progress("s")
+    assert sorted(o.custom_id or "" for o in followed) == sorted(f"b{i}" for i in range(15))
     assert len(outcomes) == 15 and len({o.custom_id for o in outcomes}) == 15
     assert backend.max_active == 2  # the window binds before the 6 batch slots do
     assert (progress.submitted, progress.succeeded, progress.done) == (15, 15, True)
