@@ -118,9 +118,13 @@ def cancelled_result(job: Job) -> Reply | None:
         message="the request was cancelled before it finished",
     )
     return Reply(
-        job=job.id, seq=job.seq, kind=ReplyKind.ERROR, group=job.group, error=error,
+        job=job.id,
+        seq=job.seq,
+        kind=ReplyKind.ERROR,
+        group=job.group,
+        error=error,
         attempts=len(job.attempts) + 1,
-    )  # fmt: skip
+    )
 
 
 def store(pipe: Any, keys: Keys, job: Job, reply: Reply) -> None:
