@@ -80,13 +80,13 @@ def test_submit_resumes_after_an_interruption_and_reports_bad_lines(
         assert item["error"] is None and str(item["id"]).startswith("batch_req_")
     problems = {item["line"]: item for item in lines if "line" in item}
     assert sorted(problems) == [11, 12, 13, 14]
-    assert "not valid JSON" in problems[11]["error"]["message"]  # type: ignore[index]
-    assert "custom_id is missing" in problems[12]["error"]["message"]  # type: ignore[index]
-    assert "duplicate custom_id 'q3'" in problems[13]["error"]["message"]  # type: ignore[index]
+    assert "not valid JSON" in problems[11]["error"]["message"]
+    assert "custom_id is missing" in problems[12]["error"]["message"]
+    assert "duplicate custom_id 'q3'" in problems[13]["error"]["message"]
     assert problems[14]["custom_id"] == "web"
     [ghost] = [item for item in lines if item["custom_id"] == "ghost"]
-    assert ghost["response"]["status_code"] == 400  # type: ignore[index]
-    assert ghost["response"]["body"]["error"]["code"] == "model_not_found"  # type: ignore[index]
+    assert ghost["response"]["status_code"] == 400
+    assert ghost["response"]["body"]["error"]["code"] == "model_not_found"
     # Requests in flight at the interruption finished in the fabric and were read from their
     # records: nothing ran twice.
     assert len(backend.requests) == 30
