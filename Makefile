@@ -56,8 +56,10 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# Two cases: the fabric's overhead (bench.run) and priority lanes under a batch backlog.
 bench: $(STAMP)
-	$(BIN)/python -m bench.run
+	status=0; $(BIN)/python -m bench.run || status=1; \
+	$(BIN)/python -m bench.lanes || status=1; exit $$status
 
 # Not in CI: 2,000 requests under a random fault schedule; lost and garbled must be 0.
 soak: $(STAMP)

@@ -11,8 +11,8 @@ from api.flow import begin
 from api.relay import sse
 from api.replies import OpenAIStream, response_body
 from api.requests import make_job, parse_body, validate
-from api.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, GatewayOptions
 from api.state import gateway
+from broker.bodies import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, GatewayOptions
 from broker.messages import JobKind
 
 

@@ -19,8 +19,8 @@ from api.errors import GatewayError
 from api.flow import begin
 from api.relay import sse
 from api.requests import make_job, parse_body, validate
-from api.schemas import GatewayOptions
 from api.state import gateway
+from broker.bodies import GatewayOptions
 from broker.messages import Job, JobKind, Reply
 
 STOP_REASON = {

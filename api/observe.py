@@ -105,6 +105,8 @@ async def metrics(request: Request) -> Response:
         for group, deployments in gw.config.groups.items():
             m.queue_depth.labels(group).set(queues[group].waiting)
             m.queue_running.labels(group).set(queues[group].running)
+            m.batch_depth.labels(group).set(queues[group].batch_waiting)
+            m.batch_running.labels(group).set(queues[group].batch_running)
             for d in deployments:
                 m.workers.labels(d.id).set(sum(1 for w in workers if w.deployment == d.id))
                 m.cooldown.labels(d.id).set(cooling[d.id])

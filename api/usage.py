@@ -116,6 +116,12 @@ class Metrics:
         self.queue_running = Gauge(
             "inferq_queue_running", "Jobs being served per group", ["model_group"], registry=r
         )
+        self.batch_depth = Gauge(
+            "inferq_batch_queue_depth", "Batch jobs waiting per group", ["model_group"], registry=r
+        )
+        self.batch_running = Gauge(
+            "inferq_batch_running", "Batch jobs being served per group", ["model_group"], registry=r
+        )
         self.workers = Gauge(
             "inferq_live_workers", "Live workers per deployment", ["deployment"], registry=r
         )

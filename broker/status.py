@@ -23,6 +23,8 @@ class GroupStatus:
 
     waiting: int
     running: int
+    batch_waiting: int
+    batch_running: int
     workers: int
     slots: int
     in_flight: int
@@ -103,6 +105,8 @@ async def read_status(
         table[name] = GroupStatus(
             waiting=queues[name].waiting,
             running=queues[name].running,
+            batch_waiting=queues[name].batch_waiting,
+            batch_running=queues[name].batch_running,
             workers=len(mine),
             slots=sum(w.slots for w in mine),
             in_flight=sum(w.in_flight for w in mine),

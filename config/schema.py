@@ -111,6 +111,13 @@ class InferqSettings(BaseModel):
     budgets: list[BudgetSpec] = Field(default_factory=list)
     budget_webhook: str | None = None  # POSTed a JSON alert when spend crosses a warning
     watch_config: bool = True  # reload when the config file changes (SIGHUP and reload always)
+    # Batch lane (issue 7): its own admission limit, the share of a deployment's slots it may
+    # hold, the share of pulls it gets when both lanes have work, how long its jobs may take.
+    batch_queue_limit: int = Field(default=100_000, gt=0)
+    batch_max_slots: float = Field(default=0.75, gt=0, le=1)
+    batch_min_share: float = Field(default=0.1, ge=0, lt=1)
+    batch_timeout: float = Field(default=86_400, gt=0)
+    result_ttl: float = Field(default=86_400, gt=0)
 
 
 class ConfigFile(_Open):

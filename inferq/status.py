@@ -31,8 +31,8 @@ async def collect(config: GatewayConfig, redis_url: str) -> dict[str, Any]:
 def render(status: dict[str, Any]) -> str:
     """The status as a fixed-width table."""
     head = (
-        f"{'group':<22}{'waiting':>8}{'running':>8}{'workers':>8}{'slots':>6}{'busy':>6}"
-        f"{'req/min':>8}{'p50 ms':>8}  notes"
+        f"{'group':<22}{'waiting':>8}{'running':>8}{'batch':>8}{'workers':>8}{'slots':>6}"
+        f"{'busy':>6}{'req/min':>8}{'p50 ms':>8}  notes"
     )
     lines = [head, "-" * len(head)]
     for name, g in status["groups"].items():
@@ -43,9 +43,11 @@ def render(status: dict[str, Any]) -> str:
             notes.append("no live worker")
         notes += [f"{d} cooling {s}s" for d, s in g["cooldowns"].items()]
         p50 = "-" if g["p50_ms"] is None else f"{g['p50_ms']:.0f}"
+        batch = f"{g['batch_waiting']}+{g['batch_running']}"
         lines.append(
-            f"{name:<22}{g['waiting']:>8}{g['running']:>8}{g['workers']:>8}{g['slots']:>6}"
-            f"{g['in_flight']:>6}{g['requests_per_min']:>8}{p50:>8}  {'; '.join(notes)}"
+            f"{name:<22}{g['waiting']:>8}{g['running']:>8}{batch:>8}{g['workers']:>8}"
+            f"{g['slots']:>6}{g['in_flight']:>6}{g['requests_per_min']:>8}{p50:>8}"
+            f"  {'; '.join(notes)}"
         )
     return "\n".join(lines)
 
