@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from api import batches
+from api.access import finish_response, logged
 from api.auth import MasterKeyAuth
 from api.batch_driver import BatchDriver
 from api.budgets import BudgetView
@@ -27,6 +28,7 @@ from api.messages import messages
 from api.models import list_models
 from api.observe import metrics, usage_report
 from api.state import CurrentConfig, Gateway
+from api.ui import Dashboard
 from api.usage import Metrics, UsageRecorder
 from broker.cache import ResponseCache
 from broker.connection import Redis, connect
@@ -93,41 +95,54 @@ def create_app(
         )
     app = FastAPI(title="inferq", lifespan=lifespan, docs_url=None, redoc_url=None)
     _add_routes(app)
+    for path, endpoint, method in Dashboard(current).routes():
+        app.add_api_route(path, endpoint, methods=[method])
     app.add_exception_handler(GatewayError, _gateway_error)
     app.add_exception_handler(BrokerError, _broker_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)
     app.add_middleware(BodyLimit, current=current)
     app.add_middleware(MasterKeyAuth, current=current)
     return app
 
 
 def _add_routes(app: FastAPI) -> None:
+    # The inference routes write their access line through the usage Tracker (api/access.py);
+    # the others are wrapped by `logged`.
     for prefix in ("/v1", ""):
         app.add_api_route(f"{prefix}/chat/completions", chat_completions, methods=["POST"])
         app.add_api_route(f"{prefix}/completions", completions, methods=["POST"])
         app.add_api_route(f"{prefix}/embeddings", embeddings, methods=["POST"])
-        app.add_api_route(f"{prefix}/models", list_models, methods=["GET"])
-        app.add_api_route(f"{prefix}/files", batches.upload_file, methods=["POST"])
-        app.add_api_route(f"{prefix}/files", batches.list_all_files, methods=["GET"])
-        app.add_api_route(f"{prefix}/files/{{file_id}}", batches.retrieve_file, methods=["GET"])
-        app.add_api_route(f"{prefix}/files/{{file_id}}", batches.remove_file, methods=["DELETE"])
+        app.add_api_route(f"{prefix}/models", logged(list_models), methods=["GET"])
+        app.add_api_route(f"{prefix}/files", logged(batches.upload_file), methods=["POST"])
+        app.add_api_route(f"{prefix}/files", logged(batches.list_all_files), methods=["GET"])
         app.add_api_route(
-            f"{prefix}/files/{{file_id}}/content", batches.retrieve_file_content, methods=["GET"]
+            f"{prefix}/files/{{file_id}}", logged(batches.retrieve_file), methods=["GET"]
         )
-        app.add_api_route(f"{prefix}/batches", batches.create, methods=["POST"])
-        app.add_api_route(f"{prefix}/batches", batches.list_all, methods=["GET"])
-        app.add_api_route(f"{prefix}/batches/{{batch_id}}", batches.retrieve, methods=["GET"])
         app.add_api_route(
-            f"{prefix}/batches/{{batch_id}}/cancel", batches.cancel, methods=["POST"]
+            f"{prefix}/files/{{file_id}}", logged(batches.remove_file), methods=["DELETE"]
+        )
+        app.add_api_route(
+            f"{prefix}/files/{{file_id}}/content",
+            logged(batches.retrieve_file_content),
+            methods=["GET"],
+        )
+        app.add_api_route(f"{prefix}/batches", logged(batches.create), methods=["POST"])
+        app.add_api_route(f"{prefix}/batches", logged(batches.list_all), methods=["GET"])
+        app.add_api_route(
+            f"{prefix}/batches/{{batch_id}}", logged(batches.retrieve), methods=["GET"]
+        )
+        app.add_api_route(
+            f"{prefix}/batches/{{batch_id}}/cancel", logged(batches.cancel), methods=["POST"]
         )
     app.add_api_route("/v1/messages", messages, methods=["POST"])
-    app.add_api_route("/usage", usage_report, methods=["GET"])
-    app.add_api_route("/metrics", metrics, methods=["GET"])
-    app.add_api_route("/health", health, methods=["GET"])
-    app.add_api_route("/health/liveliness", liveliness, methods=["GET"])
-    app.add_api_route("/health/liveness", liveliness, methods=["GET"])
-    app.add_api_route("/health/readiness", readiness, methods=["GET"])
+    app.add_api_route("/usage", logged(usage_report), methods=["GET"])
+    app.add_api_route("/metrics", logged(metrics), methods=["GET"])
+    app.add_api_route("/health", logged(health), methods=["GET"])
+    app.add_api_route("/health/liveliness", logged(liveliness, probe=True), methods=["GET"])
+    app.add_api_route("/health/liveness", logged(liveliness, probe=True), methods=["GET"])
+    app.add_api_route("/health/readiness", logged(readiness, probe=True), methods=["GET"])
 
 
 @asynccontextmanager
@@ -156,36 +171,58 @@ async def _following(
         await control.stop()
 
 
+# Each handler answers in the OpenAI error format with the request's `x-request-id`, and writes
+# the request's access line unless its usage Tracker already did.
+
+
+def _answer(request: Request, error: GatewayError) -> Response:
+    return finish_response(request.scope, error.response(), error.type)
+
+
 async def _gateway_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, GatewayError)
-    return exc.response()
+    return _answer(request, exc)
 
 
 async def _broker_error(request: Request, exc: Exception) -> Response:
     if isinstance(exc, BrokerUnavailable):
-        return Unavailable("The queue is unreachable (Redis is down); retry shortly.").response()
+        return _answer(
+            request, Unavailable("The queue is unreachable (Redis is down); retry shortly.")
+        )
     log.error("Redis refused a command: %s", exc)
-    return Unavailable("The queue refused the request (a Redis error); retry shortly.").response()
+    return _answer(
+        request, Unavailable("The queue refused the request (a Redis error); retry shortly.")
+    )
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
     param = ".".join(str(p) for p in first["loc"] if p != "body")
-    return InvalidRequest(f"Invalid request: {param}: {first['msg']}", param=param).response()
+    return _answer(
+        request, InvalidRequest(f"Invalid request: {param}: {first['msg']}", param=param)
+    )
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 404:
-        return NotFound(f"No route {request.method} {request.url.path}").response()
+        return _answer(request, NotFound(f"No route {request.method} {request.url.path}"))
     if exc.status_code == 405:
-        return GatewayError(
-            f"Method {request.method} not allowed on {request.url.path}",
-            status=405,
-            type="invalid_request_error",
-        ).response()
-    return GatewayError(str(exc.detail), status=exc.status_code).response()
+        return _answer(
+            request,
+            GatewayError(
+                f"Method {request.method} not allowed on {request.url.path}",
+                status=405,
+                type="invalid_request_error",
+            ),
+        )
+    return _answer(request, GatewayError(str(exc.detail), status=exc.status_code))
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> Response:
+    # The exception still reaches uvicorn, which logs its traceback (uvicorn.error).
+    return _answer(request, GatewayError("Internal error in the API; see its log."))
 
 
 def cache_url(cache: CacheConfig, redis_url: str) -> str:

@@ -204,8 +204,11 @@ async def _finalize(
     files: dict[str, Any] = {"output_file_id": None, "error_file_id": None}
     for name, rows in (("output", output), ("error", errors)):
         if rows:
-            made = await create_file(redis, keys, filename=f"{batch_id}_{name}.jsonl",
-                                     purpose="batch_output", content=b"\n".join(rows) + b"\n")  # fmt: skip
+            content = b"\n".join(rows) + b"\n"
+            name_of = f"{batch_id}_{name}.jsonl"
+            made = await create_file(
+                redis, keys, filename=name_of, purpose="batch_output", content=content
+            )
             files[f"{name}_file_id"] = made.id
     counts = RequestCounts(
         total=batch.request_counts.total, completed=completed, failed=failed + len(problems)

@@ -5,13 +5,14 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from api.access import request_id
 from api.cache import plan
 from api.flow import begin
 from api.relay import sse
 from api.replies import OpenAIStream, response_body
 from api.requests import make_job, parse_body, validate
-from api.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, GatewayOptions
 from api.state import gateway
+from broker.bodies import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, GatewayOptions
 from broker.messages import JobKind
 
 
@@ -42,7 +43,7 @@ async def _serve(
     request: Request, kind: JobKind, req: GatewayOptions, data: dict[str, Any], usage: bool
 ) -> Response:
     gw = gateway(request)
-    job = make_job(gw, kind, req, data, include_usage=usage)
+    job = make_job(gw, kind, req, data, request_id=request_id(request.scope), include_usage=usage)
     cache = plan(gw.config, kind, req.model, data, request.headers)
     started = await begin(request, gw, job, cache)
     if started is None:

@@ -14,6 +14,8 @@ from typing import Any
 import orjson
 from starlette.responses import Response
 
+from broker.messages import Reply
+
 
 class GatewayError(Exception):
     """An error a client will see as `{"error": {...}}` with an HTTP status."""
@@ -99,3 +101,6 @@ class GatewayTimeout(GatewayError):
 
 class UpstreamError(GatewayError):
     """An error a worker reported for the job (backend refusal, failure, timeout)."""
+
+    # The worker's terminal message, when there is one: the deployment and attempts it took.
+    reply: Reply | None = None

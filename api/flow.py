@@ -59,9 +59,10 @@ async def begin(request: Request, gw: Gateway, job: Job, cache: CachePlan | None
         tracker.failed(499, "client_disconnected")
         return None
     except GatewayError as exc:
-        tracker.failed(exc.status, exc.type)
+        tracker.failed(exc.status, exc.type, exc.reply if isinstance(exc, UpstreamError) else None)
         raise
     if job.stream:
+        tracker.streaming = True
         started.tracker = tracker  # the stream records its end itself
     else:
         tracker.done(started.first, started.hit)
@@ -104,7 +105,7 @@ async def _from_cache(gw: Gateway, job: Job, cache: CachePlan) -> Started | None
         ):
             return await _await_flight(gw, job, cache)
     except BrokerError as exc:
-        log.warning("cache unavailable for job %s: %s", job.id, exc)
+        log.warning("cache unavailable for job %s req %s: %s", job.id, job.request_id, exc)
     return None
 
 
@@ -147,7 +148,8 @@ async def _start_live(request: Request, gw: Gateway, job: Job, cache: CachePlan 
         first = await next_reply(replies, job)
     except ReplyAborted:
         gw.abandon(job.id)
-        log.info("job %s: client disconnected while waiting; cancelled", job.id)
+        # The access line says so (outcome=client_disconnected); this is for debugging.
+        log.debug("job %s req %s: client disconnected while waiting", job.id, job.request_id)
         raise ClientGone from None
     except GatewayError:
         gw.abandon(job.id)  # deadline passed or replies lost: stop the work nobody awaits
@@ -162,7 +164,9 @@ async def _start_live(request: Request, gw: Gateway, job: Job, cache: CachePlan 
     if first.kind is ReplyKind.ERROR:
         assert first.error is not None
         e = first.error
-        raise UpstreamError(e.message, status=e.status, type=e.type, code=e.code, param=e.param)
+        error = UpstreamError(e.message, status=e.status, type=e.type, code=e.code, param=e.param)
+        error.reply = first
+        raise error
     return Started(job, first, replies, cache)
 
 

@@ -52,6 +52,7 @@ async def health(request: Request) -> JSONResponse:
                     unhealthy.append({"deployment": d.id, "reason": reason})
             groups[name] = {
                 "queue": {"waiting": q.waiting, "running": q.running},
+                "batch": {"waiting": q.batch_waiting, "running": q.batch_running},
                 "workers": sum(v["workers"] for v in deps.values()),
                 "deployments": deps,
             }

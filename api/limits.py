@@ -2,6 +2,7 @@
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.access import finish_response
 from api.errors import GatewayError
 from api.state import CurrentConfig
 
@@ -30,7 +31,8 @@ class BodyLimit:
         max_bytes = current.max_file_bytes if uploading else current.max_request_bytes
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > max_bytes:
-                await self._error(max_bytes, uploading).response()(scope, receive, send)
+                error = self._error(max_bytes, uploading)
+                await finish_response(scope, error.response(), error.type)(scope, receive, send)
                 return
         seen = 0
 
@@ -48,7 +50,6 @@ class BodyLimit:
     def _error(self, max_bytes: int, uploading: bool) -> PayloadTooLarge:
         setting = "max_file_bytes" if uploading else "max_request_bytes"
         return PayloadTooLarge(
-            f"Request body too large: the limit is {max_bytes} bytes "
-            f"(inferq_settings.{setting}).",
+            f"Request body too large: the limit is {max_bytes} bytes (inferq_settings.{setting}).",
             code="payload_too_large",
         )

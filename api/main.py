@@ -27,7 +27,10 @@ def run(
         port=port,
         loop="uvloop",
         http="httptools",
+        # inferq writes one access line per request itself (api/access.py), and uvicorn's own
+        # records go through the handler `inferq.logs` set up, in its format, exactly once.
         access_log=False,
+        log_config=None,
         log_level=log_level.lower(),
         timeout_graceful_shutdown=30,
         server_header=False,

@@ -13,13 +13,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import Response
 
+from api.access import finish_response, request_id
 from api.cache import plan
 from api.errors import GatewayError
 from api.flow import begin
 from api.relay import sse
 from api.requests import make_job, parse_body, validate
-from api.schemas import GatewayOptions
 from api.state import gateway
+from broker.bodies import GatewayOptions
 from broker.messages import Job, JobKind, Reply
 
 STOP_REASON = {
@@ -55,7 +56,7 @@ async def messages(request: Request) -> Response:
     try:
         return await _messages(request)
     except GatewayError as exc:
-        return _anthropic_error(exc)
+        return finish_response(request.scope, _anthropic_error(exc), exc.type)
 
 
 async def _messages(request: Request) -> Response:
@@ -63,7 +64,8 @@ async def _messages(request: Request) -> Response:
     data = parse_body(await request.body())
     req = validate(MessagesRequest, data)
     body = to_chat_body(req, data)
-    job = make_job(gw, JobKind.CHAT, req, body, include_usage=True)
+    rid = request_id(request.scope)
+    job = make_job(gw, JobKind.CHAT, req, body, request_id=rid, include_usage=True)
     cache = plan(gw.config, JobKind.CHAT, req.model, {**body, "model": req.model}, request.headers)
     started = await begin(request, gw, job, cache)
     if started is None:

@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from api.errors import InvalidRequest
-from api.state import gateway
+from api.state import Gateway, gateway
 from broker.errors import BrokerError
 from broker.limits import cooldowns
 from broker.queue import depths
@@ -21,8 +21,6 @@ _MAX_DAYS = 366
 async def usage_report(request: Request) -> JSONResponse:
     """Usage between `start` and `end` (YYYY-MM-DD, default today, UTC), optionally for one
     `model` (group)."""
-    gw = gateway(request)
-    await gw.usage.flush()  # include what this process has not written yet
     today = dt.datetime.now(dt.UTC).date()
     start = _date(request.query_params.get("start"), today, "start")
     end = _date(request.query_params.get("end"), today, "end")
@@ -30,8 +28,17 @@ async def usage_report(request: Request) -> JSONResponse:
         raise InvalidRequest(
             f"start..end must be ordered and within {_MAX_DAYS} days", param="start"
         )
-    days = [str(start + dt.timedelta(days=i)) for i in range((end - start).days + 1)]
     model = request.query_params.get("model")
+    return JSONResponse(await usage_between(gateway(request), start, end, model))
+
+
+async def usage_between(
+    gw: Gateway, start: dt.date, end: dt.date, model: str | None = None
+) -> dict[str, Any]:
+    """Totals and breakdowns by group, deployment, key and provider from `start` to `end`
+    (UTC days), for one `model` (group) or all: the body of `GET /usage`."""
+    await gw.usage.flush()  # include what this process has not written yet
+    days = [str(start + dt.timedelta(days=i)) for i in range((end - start).days + 1)]
     data = await read_days(gw.redis, gw.keys, days)
     breakdown: dict[str, dict[str, dict[str, float]]] = {
         "group": {}, "deployment": {}, "key": {}, "provider": {},
@@ -55,19 +62,17 @@ async def usage_report(request: Request) -> JSONResponse:
     totals = _zero()
     for row in per_day:
         _add(totals, row)
-    return JSONResponse(
-        {
-            "start": str(start),
-            "end": str(end),
-            "model": model,
-            "totals": totals,
-            "by_group": breakdown["group"],
-            "by_deployment": breakdown["deployment"],
-            "by_key": breakdown["key"],
-            "by_provider": breakdown["provider"],
-            "days": per_day,
-        }
-    )
+    return {
+        "start": str(start),
+        "end": str(end),
+        "model": model,
+        "totals": totals,
+        "by_group": breakdown["group"],
+        "by_deployment": breakdown["deployment"],
+        "by_key": breakdown["key"],
+        "by_provider": breakdown["provider"],
+        "days": per_day,
+    }
 
 
 def _date(value: str | None, default: dt.date, name: str) -> dt.date:
@@ -100,6 +105,8 @@ async def metrics(request: Request) -> Response:
         for group, deployments in gw.config.groups.items():
             m.queue_depth.labels(group).set(queues[group].waiting)
             m.queue_running.labels(group).set(queues[group].running)
+            m.batch_depth.labels(group).set(queues[group].batch_waiting)
+            m.batch_running.labels(group).set(queues[group].batch_running)
             for d in deployments:
                 m.workers.labels(d.id).set(sum(1 for w in workers if w.deployment == d.id))
                 m.cooldown.labels(d.id).set(cooling[d.id])

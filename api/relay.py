@@ -54,9 +54,11 @@ class _Outcome:
         cache = started.cache
         self._cache = cache if cache and cache.store and not started.hit else None
         self._deltas: list[Reply] = []
+        self._last: Reply | None = None  # names the deployment a stream left midway was on
         self.ended = False
 
     def delta(self, reply: Reply) -> None:
+        self._last = reply
         if self._started.tracker:
             self._started.tracker.first_output()
         if self._cache:
@@ -77,7 +79,7 @@ class _Outcome:
 
     def abandoned(self) -> None:
         if not self.ended:
-            self.error(499, "client_disconnected")
+            self.error(499, "client_disconnected", self._last)
 
     def _release(self) -> None:
         if self._cache:

@@ -16,13 +16,13 @@ _CHUNK_OBJECT = {JobKind.CHAT: "chat.completion.chunk", JobKind.COMPLETION: "tex
 
 
 def response_id(job: Job) -> str:
-    """The id clients see; the job id in it is also the request id in logs and headers."""
+    """The id clients see in the body (`x-request-id` is the request id, not this)."""
     return _ID_PREFIX[job.kind] + job.id
 
 
 def route_headers(job: Job, reply: Reply) -> dict[str, str]:
     """Which group and deployment served, like LiteLLM's `x-litellm-*` headers."""
-    headers = {"x-request-id": job.id, "x-inferq-attempts": str(reply.attempts)}
+    headers = {"x-request-id": job.request_id or job.id, "x-inferq-attempts": str(reply.attempts)}
     if reply.group:
         headers["x-inferq-model-group"] = reply.group
     if reply.deployment:

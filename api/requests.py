@@ -8,20 +8,10 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from api.errors import GatewayError, InvalidRequest, Unavailable
-from api.schemas import GatewayOptions
 from api.state import Gateway
+from broker.bodies import GatewayOptions, backend_fields, invalid_body
 from broker.messages import Job, JobKind
-from config.errors import error_path
-
-# Request fields that steer the gateway (LiteLLM's, mostly) and never reach a backend.
-# `api_base`/`api_key`/`base_url` in particular must not let a client redirect a deployment.
-GATEWAY_FIELDS = frozenset(
-    {
-        "model", "stream", "timeout", "stream_timeout", "num_retries", "fallbacks",
-        "disable_fallbacks", "context_window_fallback_dict", "cache", "caching", "metadata",
-        "mock_response", "api_key", "api_base", "base_url", "api_version",
-    }
-)  # fmt: skip
+from config.errors import NoUsableGroup, UnknownModel
 
 
 def parse_body(raw: bytes) -> dict[str, Any]:
@@ -43,10 +33,8 @@ def validate(model: type[M], data: dict[str, Any]) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        param = error_path(err["loc"]).replace("[", ".").replace("]", "")
-        message = "missing required field" if err["type"] == "missing" else err["msg"]
-        raise InvalidRequest(f"Invalid request: {param}: {message}", param=param or None) from None
+        bad = invalid_body(exc)
+        raise InvalidRequest(bad.message, param=bad.param) from None
 
 
 def make_job(
@@ -55,28 +43,18 @@ def make_job(
     options: GatewayOptions,
     body: dict[str, Any],
     *,
+    request_id: str | None = None,
     include_usage: bool = False,
 ) -> Job:
-    """The job for a validated request: its chain of groups, deadline and reply address."""
+    """The job for a validated request: its chain of groups, deadline and reply address;
+    `request_id` names it in every log line about it."""
     config = gw.config
-    route = config.route(options.model)
-    if route is None:
-        raise unknown_model(gw, options.model)
-    tail: list[str] = list(route.chain[1:])
-    if options.disable_fallbacks:
-        tail = []
-    elif options.fallbacks is not None:
-        tail = []
-        for name in options.fallbacks:
-            fallback = config.route(name)
-            if fallback is None:
-                raise unknown_model(gw, name, param="fallbacks")
-            tail += [g for g in fallback.chain if g not in tail]
-    ordered = dict.fromkeys([route.chain[0], *tail])
-    chain = [g for g in ordered if config.unavailable_reason(g) is None]
-    if not chain:
-        reasons = "; ".join(f"{g}: {config.unavailable_reason(g)}" for g in route.chain)
-        raise Unavailable(f"Model {options.model} cannot be served right now ({reasons}).")
+    try:
+        chain = config.resolve(options.model, options.fallbacks, options.disable_fallbacks)
+    except UnknownModel as exc:
+        raise unknown_model(gw, exc.name, exc.param) from None
+    except NoUsableGroup as exc:
+        raise Unavailable(str(exc)) from None
     within = [g for g in chain if g not in gw.budgets.blocked]
     if not within:
         reasons = "; ".join(gw.budgets.blocked[g] for g in chain)
@@ -94,7 +72,7 @@ def make_job(
         model=options.model,
         group=within[0],
         fallbacks=within[1:],
-        body={k: v for k, v in body.items() if k not in GATEWAY_FIELDS},
+        body=backend_fields(body),
         stream=options.stream,
         include_usage=include_usage,
         reply_to=gw.dispatcher.channel,
@@ -102,6 +80,7 @@ def make_job(
         deadline=now + timeout,
         num_retries=options.num_retries,
         stream_timeout=options.stream_timeout,
+        request_id=request_id,
     )
 
 

@@ -29,7 +29,7 @@ class CurrentConfig:
 
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
-        self.master_key = config.master_key.encode() if config.master_key else None
+        self.master_key = config.master_key or None
         self.max_request_bytes = config.fabric.max_request_bytes
         self.max_file_bytes = config.fabric.max_file_bytes
 

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.requests import Request
+from starlette.types import Scope
 
+from api.access import finished
 from broker.connection import Redis
 from broker.errors import BrokerError
 from broker.keys import Keys
@@ -114,6 +116,12 @@ class Metrics:
         self.queue_running = Gauge(
             "inferq_queue_running", "Jobs being served per group", ["model_group"], registry=r
         )
+        self.batch_depth = Gauge(
+            "inferq_batch_queue_depth", "Batch jobs waiting per group", ["model_group"], registry=r
+        )
+        self.batch_running = Gauge(
+            "inferq_batch_running", "Batch jobs being served per group", ["model_group"], registry=r
+        )
         self.workers = Gauge(
             "inferq_live_workers", "Live workers per deployment", ["deployment"], registry=r
         )
@@ -161,7 +169,7 @@ class UsageRecorder:
 
     def track(self, request: Request, job: Job) -> "Tracker":
         """Start timing a request."""
-        return Tracker(self, job, key_of(request))
+        return Tracker(self, job, key_of(request), request.scope)
 
     def add(self, rec: UsageRecord, first_group: str) -> None:
         """Count a finished request (no I/O here)."""
@@ -226,14 +234,17 @@ class UsageRecorder:
 
 
 class Tracker:
-    """Times one request and records how it ended."""
+    """Times one request and records how it ended (usage, metrics and its access line)."""
 
-    def __init__(self, recorder: UsageRecorder, job: Job, key: str) -> None:
+    def __init__(self, recorder: UsageRecorder, job: Job, key: str, scope: Scope) -> None:
         self._recorder = recorder
         self._job = job
         self._key = key
+        self._scope = scope
         self._start = time.monotonic()
         self._first: float | None = None
+        # Set once a stream's 200 has gone out: an error after it is an event, not a status.
+        self.streaming = False
 
     def first_output(self) -> None:
         """The answer began (streams: the first chunk went out)."""
@@ -260,7 +271,7 @@ class Tracker:
         now = time.monotonic()
         deployment = (reply.deployment if reply else None) or ""
         rec = UsageRecord(
-            request_id=self._job.id,
+            request_id=self._job.request_id or self._job.id,
             day=time.strftime("%Y-%m-%d", time.gmtime()),
             key=self._key,
             model=self._job.model,
@@ -280,3 +291,4 @@ class Tracker:
             attempts=reply.attempts if reply else 1,
         )
         self._recorder.add(rec, self._job.group)
+        finished(self._scope, rec, 200 if self.streaming else status, self._job.group)

@@ -132,7 +132,9 @@ async def create_batch(
         expires_at=now + int(window_seconds),
         metadata=metadata,
     )
-    fields = {k: _encode(v) for k, v in batch.model_dump(mode="json").items() if k != "status"}
+    fields: dict[Any, Any] = {
+        k: _encode(v) for k, v in batch.model_dump(mode="json").items() if k != "status"
+    }
     async with translate_errors():
         pipe = redis.pipeline(transaction=True)
         pipe.hset(keys.batch_record(batch.id), mapping={**fields, "status": batch.status.value})
@@ -145,7 +147,7 @@ async def create_batch(
 async def get_batch(redis: Redis, keys: Keys, batch_id: str) -> BatchObject | None:
     """A batch, or None."""
     async with translate_errors():
-        raw: dict[bytes, bytes] = await redis.hgetall(keys.batch_record(batch_id))
+        raw: Any = await redis.hgetall(keys.batch_record(batch_id))
     return _decode(raw)
 
 
@@ -163,7 +165,7 @@ async def list_batches(
     async with translate_errors():
         start = 0
         if after:
-            rank = await redis.zrevrank(keys.batch_index(), after)
+            rank: Any = await redis.zrevrank(keys.batch_index(), after)
             start = rank + 1 if rank is not None else 0
         ids: list[Any] = await redis.zrevrange(keys.batch_index(), start, start + limit)
         pipe = redis.pipeline(transaction=False)
@@ -193,9 +195,7 @@ async def transition(
         args += [name, _encode(value)]
     args += ["--", *(s.value for s in allowed_from)]
     async with translate_errors():
-        changed = await _TRANSITION(
-            redis, [keys.batch_record(batch_id), keys.batch_active()], args
-        )
+        changed = await _TRANSITION(redis, [keys.batch_record(batch_id), keys.batch_active()], args)
     return bool(changed)
 
 

@@ -2,7 +2,11 @@
 
 BrokerError
   ├── BrokerUnavailable   Redis cannot be reached (connect refused, timeout, reset)
-  └── ReplyLost           the reply channel dropped messages for a job (gap or reconnect)
+  ├── BrokerRefused       Redis is there but refused a command
+  ├── ReplyLost           the reply channel dropped messages for a job (gap or reconnect)
+  ├── ReplyAborted        the reader of a reply stream stopped waiting
+  ├── QueueFull           a lane of a model group is at its admission limit
+  └── InvalidBody         a request body that is not a valid OpenAI request
 """
 
 
@@ -34,3 +38,12 @@ class ReplyAborted(BrokerError):
 
 class BrokerRefused(BrokerError):
     """Redis is there but refused a command (out of memory, read-only replica, bad key)."""
+
+
+class InvalidBody(BrokerError):
+    """A request body is not a valid OpenAI request; `param` names the first bad field."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param

@@ -95,4 +95,3 @@ async def list_files(
             if len(found) > limit:
                 break
     return found[:limit], len(found) > limit
-

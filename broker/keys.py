@@ -5,6 +5,8 @@ Keys of one model group share a hash tag (`{group}`) so they land in one Redis C
 
 from dataclasses import dataclass
 
+from broker.messages import Lane
+
 CONSUMER_GROUP = "workers"
 JOB_FIELD = b"job"
 
@@ -19,12 +21,23 @@ class Keys:
         """Stream of interactive jobs for a model group."""
         return f"{self.prefix}:{{{group}}}:jobs"
 
+    def batch(self, group: str) -> str:
+        """Stream of batch jobs for a model group (same consumer group; taken after `jobs`)."""
+        return f"{self.prefix}:{{{group}}}:batch"
+
+    def stream(self, group: str, lane: Lane) -> str:
+        """The stream of a group's lane."""
+        return self.batch(group) if lane is Lane.BATCH else self.jobs(group)
+
     def dead(self, group: str) -> str:
         """Dead-letter stream of a model group: jobs that could not be processed."""
         return f"{self.prefix}:{{{group}}}:dead"
 
-    def delayed(self, group: str) -> str:
-        """Sorted set of jobs waiting out a retry backoff, scored by when they may run."""
+    def delayed(self, group: str, lane: Lane = Lane.INTERACTIVE) -> str:
+        """Sorted set of a lane's jobs waiting out a retry backoff, scored by when they may run
+        (one per lane, so a due retry goes back to the stream it came from)."""
+        if lane is Lane.BATCH:
+            return f"{self.prefix}:{{{group}}}:batch:delayed"
         return f"{self.prefix}:{{{group}}}:delayed"
 
     def progress(self, group: str, job_id: str) -> str:
@@ -42,6 +55,23 @@ class Keys:
     def usage_window(self, group: str, deployment: str, minute: int) -> str:
         """Hash of requests and tokens a deployment used in one minute (rpm/tpm pacing)."""
         return f"{self.prefix}:{{{group}}}:window:{deployment}:{minute}"
+
+    def result(self, job_id: str) -> str:
+        """A finished job's durable result record (a JSON `Outcome`), with a TTL."""
+        return f"{self.prefix}:result:{{{job_id}}}"
+
+    def submission(self, submission_id: str) -> str:
+        """Hash of a batch submission's counters and flags (`succeeded`, `failed`,
+        `cancelled`, `closed`...)."""
+        return f"{self.prefix}:submission:{{{submission_id}}}"
+
+    def submission_jobs(self, submission_id: str) -> str:
+        """Hash of a submission's enqueued requests: custom_id → job id."""
+        return f"{self.prefix}:submission:{{{submission_id}}}:jobs"
+
+    def submission_results(self, submission_id: str) -> str:
+        """Stream of a submission's finished jobs, in the order they finished."""
+        return f"{self.prefix}:submission:{{{submission_id}}}:results"
 
     def cache(self, namespace: str, digest: str) -> str:
         """A cached answer."""

@@ -84,8 +84,9 @@ class DeploymentLimits:
         return int(granted), (0.0 if granted else left)
 
     async def give_back(self, unused: int) -> None:
-        """Return granted requests that found no job."""
-        if unused > 0:
+        """Return granted requests that found no job (negative: charge jobs taken beyond the
+        grant, as a read of both lanes may bring)."""
+        if unused:
             key, _ = self._window_key()
             async with translate_errors():
                 await self._redis.hincrby(key, "requests", -unused)

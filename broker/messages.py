@@ -11,6 +11,10 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
+# What a request id may be: the API takes a client's `x-request-id` only when it matches (it ends
+# up in log lines, so no spaces, quotes or control characters), else it makes one.
+REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+
 
 class Attempt(BaseModel):
     """One try of a job on one deployment (kept across retries and fallbacks)."""
@@ -27,6 +31,13 @@ class JobKind(StrEnum):
     CHAT = "chat"  # /v1/chat/completions (and /v1/messages, translated)
     COMPLETION = "completion"  # /v1/completions
     EMBEDDING = "embedding"  # /v1/embeddings
+
+
+class Lane(StrEnum):
+    """Which of its group's two streams a job waits in; workers take interactive jobs first."""
+
+    INTERACTIVE = "interactive"  # a client waits on the other end (the HTTP API)
+    BATCH = "batch"  # submitted in bulk; its result is stored, nobody waits on a channel
 
 
 class Job(BaseModel):
@@ -54,6 +65,14 @@ class Job(BaseModel):
     seq: int = Field(default=0, ge=0)
     prefix: str = ""
     prefix_tokens: int = Field(default=0, ge=0)  # tokens of `prefix`, off the max_tokens left
+    # The request id (the client's `x-request-id`, else the API's): names the job in worker logs.
+    request_id: str | None = Field(default=None, pattern=REQUEST_ID_PATTERN)
+    # Batch work (issue 7): the lane the job waits in, the submission it belongs to, and how
+    # long its durable result record is kept (None: no record; its client awaits `reply_to`).
+    lane: Lane = Lane.INTERACTIVE
+    submission: str | None = Field(default=None, max_length=128)
+    custom_id: str | None = None  # the submitter's name for this request
+    result_ttl: float | None = Field(default=None, gt=0)
 
     def encode(self) -> bytes:
         """Serialize for XADD (orjson: the body can be large)."""

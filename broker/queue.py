@@ -1,4 +1,8 @@
-"""The API's side of the streams: make sure groups exist, enqueue jobs, read queue depth."""
+"""The API's side of the streams: make sure groups exist, enqueue jobs, read queue depth.
+
+Each model group has two streams, its lanes: `jobs` (interactive) and `batch`, read by one
+consumer group; workers take interactive jobs first.
+"""
 
 from dataclasses import dataclass
 
@@ -7,29 +11,36 @@ from redis.exceptions import ResponseError
 from broker.connection import Redis, translate_errors
 from broker.errors import BrokerRefused, QueueFull
 from broker.keys import CONSUMER_GROUP, JOB_FIELD, Keys
-from broker.messages import Job
+from broker.messages import Job, Lane
 from broker.scripts import LuaScript
 
 
 @dataclass(frozen=True)
 class QueueDepth:
-    """A group's backlog: `waiting` not yet taken by any worker, `running` taken, not acked."""
+    """A group's backlog: `waiting` not yet taken by any worker, `running` taken, not acked
+    (interactive lane), and the same for its batch lane."""
 
     waiting: int
     running: int
+    batch_waiting: int = 0
+    batch_running: int = 0
 
 
 async def ensure_group(redis: Redis, keys: Keys, group: str) -> None:
-    """Create the group's stream and consumer group if missing (idempotent).
+    """Create the group's streams (both lanes) and their consumer group if missing
+    (idempotent).
 
     The consumer group starts at id 0, so jobs added before any worker ever ran are served.
     """
     async with translate_errors():
-        try:
-            await redis.xgroup_create(keys.jobs(group), CONSUMER_GROUP, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        for lane in Lane:
+            try:
+                await redis.xgroup_create(
+                    keys.stream(group, lane), CONSUMER_GROUP, id="0", mkstream=True
+                )
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
 
 
 # Admission and append in one round trip: the stream holds waiting + running jobs (workers
@@ -42,12 +53,12 @@ return {1, redis.call('XADD', KEYS[1], '*', ARGV[3], ARGV[1])}
 
 
 async def enqueue(redis: Redis, keys: Keys, job: Job, limit: int | None = None) -> str:
-    """Append a job to its group's stream; returns the entry id.
+    """Append a job to its group's stream for its lane; returns the entry id.
 
-    With `limit`, refuses (QueueFull) when the group's queue already holds that many jobs,
-    instead of growing without bound or trimming work nobody has done.
+    With `limit`, refuses (QueueFull) when that lane already holds that many jobs, instead of
+    growing without bound or trimming work nobody has done.
     """
-    stream = keys.jobs(job.group)
+    stream = keys.stream(job.group, job.lane)
     async with translate_errors():
         if limit is None:
             entry = await redis.xadd(stream, {JOB_FIELD: job.encode()})
@@ -64,7 +75,7 @@ async def depth(redis: Redis, keys: Keys, group: str) -> QueueDepth:
 
 
 async def depths(redis: Redis, keys: Keys, groups: list[str]) -> dict[str, QueueDepth]:
-    """Waiting and running counts for several groups, in one round trip.
+    """Waiting and running counts for several groups (both lanes), in one round trip.
 
     Workers delete entries once acknowledged, so the stream's length is waiting + running and
     the consumer group's pending count is running.
@@ -72,15 +83,19 @@ async def depths(redis: Redis, keys: Keys, groups: list[str]) -> dict[str, Queue
     async with translate_errors():
         pipe = redis.pipeline(transaction=False)
         for group in groups:
-            pipe.xlen(keys.jobs(group))
-            pipe.xpending(keys.jobs(group), CONSUMER_GROUP)
-        results = await pipe.execute(raise_on_error=False)
+            for lane in Lane:
+                pipe.xlen(keys.stream(group, lane))
+                pipe.xpending(keys.stream(group, lane), CONSUMER_GROUP)
+        results = iter(await pipe.execute(raise_on_error=False))
     out: dict[str, QueueDepth] = {}
-    for i, group in enumerate(groups):
-        length, pending = results[2 * i], results[2 * i + 1]
-        if isinstance(length, Exception):
-            raise BrokerRefused(f"cannot read queue of {group}: {length}")
-        # No consumer group yet (no worker ever ran): everything in the stream is waiting.
-        running = int(pending.get("pending", 0)) if isinstance(pending, dict) else 0
-        out[group] = QueueDepth(max(int(length) - running, 0), running)
+    for group in groups:
+        counts: list[int] = []
+        for _lane in Lane:
+            length, pending = next(results), next(results)
+            if isinstance(length, Exception):
+                raise BrokerRefused(f"cannot read queue of {group}: {length}")
+            # No consumer group yet (no worker ever ran): everything in the stream is waiting.
+            running = int(pending.get("pending", 0)) if isinstance(pending, dict) else 0
+            counts += [max(int(length) - running, 0), running]
+        out[group] = QueueDepth(*counts)
     return out

@@ -80,9 +80,17 @@ async def first_warning(redis: Redis, keys: Keys, marker: str, ttl: float) -> bo
 
 async def recent_records(
     redis: Redis, keys: Keys, seconds: float, limit: int = 50_000
-) -> list[bytes]:
-    """The usage records of the last `seconds` (stream ids are timestamps)."""
-    since = int((time.time() - seconds) * 1000)
+) -> tuple[list[bytes], float]:
+    """The usage records of the last `seconds`, newest first, at most `limit` of them, and the
+    seconds they cover: `seconds`, or less when `limit` left older ones out."""
+    now = time.time()
+    since = int((now - seconds) * 1000)
     async with translate_errors():
-        entries: Any = await redis.xrange(keys.usage_log(), min=f"{since}-0", max="+", count=limit)
-    return [fields[b"r"] for _id, fields in entries if b"r" in fields]
+        entries: Any = await redis.xrevrange(
+            keys.usage_log(), max="+", min=f"{since}-0", count=limit
+        )
+    records = [fields[b"r"] for _id, fields in entries if b"r" in fields]
+    if len(entries) < limit:
+        return records, seconds
+    oldest_ms = int(entries[-1][0].split(b"-")[0])  # stream ids are timestamps
+    return records, min(max(now - oldest_ms / 1000, 0.001), seconds)

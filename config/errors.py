@@ -1,7 +1,11 @@
-"""Config errors: one exception, carrying every problem found, each with its YAML path.
+"""Config errors: a bad file, carrying every problem found, each with its YAML path; and a
+model name the config cannot route.
 
 ConfigError
     .problems: list[(path, message)], e.g. ("model_list[2].litellm_params.api_base", "...")
+RouteError                 a request's model cannot be served as asked
+  ├── UnknownModel         no model group or alias has that name (.name, .param)
+  └── NoUsableGroup        every group of its chain is unavailable (no API key...)
 """
 
 from collections.abc import Sequence
@@ -32,3 +36,22 @@ class ConfigError(Exception):
         self.problems = problems
         lines = [f"{path}: {message}" if path else message for path, message in problems]
         super().__init__(f"invalid config {source}:\n  " + "\n  ".join(lines))
+
+
+class RouteError(Exception):
+    """A request's model (or fallbacks) cannot be routed; ``str()`` says why."""
+
+
+class UnknownModel(RouteError):
+    """`name`, given in the request field `param`, is no model group or alias."""
+
+    def __init__(self, name: str, param: str, known: Sequence[str]) -> None:
+        super().__init__(
+            f"Invalid model name passed in {param}={name}. Available models: {', '.join(known)}"
+        )
+        self.name = name
+        self.param = param
+
+
+class NoUsableGroup(RouteError):
+    """No group of the model's chain can be served right now."""

@@ -1,10 +1,13 @@
 """The parsed configuration: frozen objects handed to the API, workers and broker."""
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 from urllib.parse import urlparse
+
+from config.errors import NoUsableGroup, UnknownModel
 
 
 class Provider(StrEnum):
@@ -131,9 +134,22 @@ class FabricConfig:
     default_timeout: float
     max_deliveries: int
     max_request_bytes: int
+    batch_queue_limit: int
+    batch_max_slots: float
+    batch_min_share: float
+    batch_timeout: float
+    result_ttl: float
     watch_config: bool = True
     max_file_bytes: int = 200 * 1024 * 1024
     batch_api_window: int = 256
+
+    def batch_slots(self, slots: int) -> int:
+        """How many of a deployment's `slots` batch jobs may hold at once: `batch_max_slots`
+        of them, at least one (a one-slot llama.cpp still serves batch), and with more than
+        one slot, never all (one stays free for interactive requests)."""
+        if slots <= 1:
+            return 1
+        return max(1, min(slots - 1, math.floor(slots * self.batch_max_slots)))
 
 
 @dataclass(frozen=True)
@@ -161,6 +177,32 @@ class GatewayConfig:
         head = alias.chain[0]
         tail = alias.chain[1:] or self.fallbacks.get(head, ())
         return Route(model, (head, *tail))
+
+    def resolve(
+        self, model: str, fallbacks: list[str] | None = None, disable_fallbacks: bool = False
+    ) -> tuple[str, ...]:
+        """The groups a request for `model` may use, in order: the first serves, the rest are
+        its fallbacks (its route's, or the request's own `fallbacks`), minus groups that cannot
+        be served now. Raises UnknownModel or NoUsableGroup."""
+        route = self.route(model)
+        if route is None:
+            raise UnknownModel(model, "model", self.public_models())
+        tail: list[str] = list(route.chain[1:])
+        if disable_fallbacks:
+            tail = []
+        elif fallbacks is not None:
+            tail = []
+            for name in fallbacks:
+                fallback = self.route(name)
+                if fallback is None:
+                    raise UnknownModel(name, "fallbacks", self.public_models())
+                tail += [g for g in fallback.chain if g not in tail]
+        ordered = dict.fromkeys([route.chain[0], *tail])
+        chain = tuple(g for g in ordered if self.unavailable_reason(g) is None)
+        if not chain:
+            reasons = "; ".join(f"{g}: {self.unavailable_reason(g)}" for g in route.chain)
+            raise NoUsableGroup(f"Model {model} cannot be served right now ({reasons}).")
+        return chain
 
     def unavailable_reason(self, group: str) -> str | None:
         """Why no deployment of `group` can be served (e.g. no API key), or None if one can."""

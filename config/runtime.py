@@ -1,4 +1,4 @@
-"""Process environment read once at each entry point: where Redis is, which config file."""
+"""Process environment read once at each entry point: Redis URL, config file, log format."""
 
 import os
 from dataclasses import dataclass
@@ -6,6 +6,7 @@ from pathlib import Path
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_CONFIG = Path(__file__).with_name("minimal_config.yaml")
+_TRUE = frozenset({"1", "true", "yes", "on"})
 
 
 @dataclass(frozen=True)
@@ -15,6 +16,7 @@ class RuntimeEnv:
     redis_url: str
     config_path: Path
     log_level: str
+    log_json: bool = False  # $INFERQ_LOG_JSON: one JSON object per log line (containers)
 
 
 def runtime_env(config_arg: str | None = None, redis_arg: str | None = None) -> RuntimeEnv:
@@ -24,4 +26,5 @@ def runtime_env(config_arg: str | None = None, redis_arg: str | None = None) -> 
         redis_url=redis_arg or os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL,
         config_path=Path(config),
         log_level=os.environ.get("INFERQ_LOG_LEVEL", "INFO").upper(),
+        log_json=os.environ.get("INFERQ_LOG_JSON", "").strip().lower() in _TRUE,
     )

@@ -113,6 +113,13 @@ class InferqSettings(BaseModel):
     watch_config: bool = True  # reload when the config file changes (SIGHUP and reload always)
     max_file_bytes: int = Field(default=200 * 1024 * 1024, gt=0)  # POST /v1/files
     batch_api_window: int = Field(default=256, gt=0)  # jobs of one /v1/batches batch in flight
+    # Batch lane (issue 7): its own admission limit, the share of a deployment's slots it may
+    # hold, the share of pulls it gets when both lanes have work, how long its jobs may take.
+    batch_queue_limit: int = Field(default=100_000, gt=0)
+    batch_max_slots: float = Field(default=0.75, gt=0, le=1)
+    batch_min_share: float = Field(default=0.1, ge=0, lt=1)
+    batch_timeout: float = Field(default=86_400, gt=0)
+    result_ttl: float = Field(default=86_400, gt=0)
 
 
 class ConfigFile(_Open):

@@ -1,22 +1,26 @@
-"""The `inferq` command: api, worker, up, config check."""
+"""The `inferq` command: api, worker, up, status, check-health, submit, config check."""
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
 
 from config import ConfigError, GatewayConfig, RuntimeEnv, load_config, runtime_env
+from inferq.logs import configure
 
 EXIT_CONFIG = 2
 
 EPILOG = """examples:
   inferq up                                  # everything on this machine (what `make run` does)
   inferq api --port 8001                     # the HTTP facade only
+  inferq api --log-json                      # one JSON object per log line (or INFERQ_LOG_JSON=1)
   inferq worker --group local-model          # serve every deployment of one model group
   inferq worker --group gpt-4o --processes 3 # three processes for one backend (scale out)
   inferq reload                              # every API and worker rereads its config file
   inferq status --watch                      # queues, workers, throughput per group
   inferq check-health --api http://127.0.0.1:8001   # exit 0/1, for container healthchecks
+  inferq submit requests.jsonl --out results.jsonl   # an OpenAI batch file through the batch lane
   inferq config check config/minimal_config.yaml
 """
 
@@ -29,13 +33,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_CONFIG
     env = runtime_env(getattr(args, "file", None) or getattr(args, "config", None))
-    logging.basicConfig(
-        level=env.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # One line per backend call is noise at this layer; inferq logs its own outcomes.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    if args.log_json:
+        env = replace(env, log_json=True)
+    configure(env.log_level, json=env.log_json)
     try:
         config = load_config(env.config_path)
     except ConfigError as exc:
@@ -49,6 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "status": _status,
         "check-health": _check_health,
         "reload": _reload,
+        "submit": _submit,
     }[args.command]
     return handler(args, env, config)
 
@@ -60,6 +61,8 @@ def _parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    log_json = "one JSON object per log line (default: $INFERQ_LOG_JSON); `up` passes it on"
+    parser.add_argument("--log-json", action="store_true", help=log_json)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--config",
@@ -67,6 +70,8 @@ def _parser() -> argparse.ArgumentParser:
         help="LiteLLM-format YAML (default: $INFERQ_CONFIG, else config/minimal_config.yaml); "
         "Redis is $REDIS_URL (default redis://127.0.0.1:6379/0)",
     )
+    # Also after the command (`inferq api --log-json`); SUPPRESS keeps a flag given before it.
+    common.add_argument("--log-json", action="store_true", default=argparse.SUPPRESS, help=log_json)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     api = sub.add_parser(
@@ -158,6 +163,37 @@ def _parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=5.0, help="seconds to wait for answers (default 5)"
     )
 
+    submit = sub.add_parser(
+        "submit",
+        parents=[common],
+        help="run an OpenAI batch input file (JSONL) through the batch lane",
+        description="Queue every request of an OpenAI batch input file (lines of custom_id, "
+        "method, url, body) in the batch lane, at most --window at once, and append each result "
+        "to --out in OpenAI's batch output format as it finishes. A rerun of the same command "
+        "skips lines already in --out and collects requests still running from the last run. "
+        "Ctrl-C stops queueing and writes what has finished; Ctrl-C again quits at once. "
+        "Exit 0 when every input line has its output line, else 1. "
+        "Example: inferq submit requests.jsonl --out results.jsonl --window 128",
+    )
+    submit.add_argument("input", help="batch input file (JSONL)")
+    submit.add_argument("--out", required=True, help="results file (JSONL), appended to")
+    submit.add_argument(
+        "--window",
+        type=int,
+        default=256,
+        help="requests queued or running at once (default 256)",
+    )
+    submit.add_argument(
+        "--id",
+        dest="submission_id",
+        help="submission id (default: derived from the input file's path and content)",
+    )
+    submit.add_argument(
+        "--cancel",
+        action="store_true",
+        help="cancel the submission: its queued requests end as batch_cancelled",
+    )
+
     cfg = sub.add_parser(
         "config",
         help="validate a config file",
@@ -243,6 +279,23 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError("must be 1 or more")
     return value
+
+
+def _submit(args: argparse.Namespace, env: RuntimeEnv, config: GatewayConfig) -> int:
+    from inferq.submit import submit
+
+    if args.window < 1:
+        print("inferq submit: --window must be at least 1", file=sys.stderr)
+        return EXIT_CONFIG
+    return submit(
+        config,
+        env.redis_url,
+        Path(args.input),
+        Path(args.out),
+        window=args.window,
+        submission_id=args.submission_id,
+        cancel=args.cancel,
+    )
 
 
 def _config_check(args: argparse.Namespace, env: RuntimeEnv, config: GatewayConfig) -> int:

@@ -2,22 +2,17 @@
 
 import asyncio
 import json
-import statistics
 import sys
 import time
-from dataclasses import asdict
 from typing import Any
 
 import httpx
-import orjson
 
 from broker.connection import connect, ping
 from broker.errors import BrokerError
 from broker.keys import Keys
-from broker.limits import cooldowns
-from broker.queue import depths
 from broker.registry import live_workers
-from broker.usage import recent_records
+from broker.status import read_status
 from config import GatewayConfig
 
 
@@ -25,40 +20,19 @@ async def collect(config: GatewayConfig, redis_url: str) -> dict[str, Any]:
     """Per group: queue, workers, slots, in flight, last minute's throughput and latency,
     cooldowns (raises BrokerError when Redis is down)."""
     redis = connect(redis_url, max_connections=4)
-    keys = Keys(config.fabric.key_prefix)
+    groups = {name: [d.id for d in deps] for name, deps in config.groups.items()}
     try:
-        workers = await live_workers(redis, keys)
-        records = [orjson.loads(r) for r in await recent_records(redis, keys, 60)]
-        queues = await depths(redis, keys, list(config.groups))
-        cooling = await cooldowns(redis, keys, config.deployment_keys())
-        groups: dict[str, Any] = {}
-        for name, deployments in config.groups.items():
-            q = queues[name]
-            mine = [w for w in workers if w.group == name]
-            latencies = [r["latency_ms"] for r in records if r["group"] == name]
-            cooling_here = {d.id: round(cooling[d.id], 1) for d in deployments if cooling[d.id]}
-            groups[name] = {
-                "waiting": q.waiting,
-                "running": q.running,
-                "workers": len(mine),
-                "slots": sum(w.slots for w in mine),
-                "in_flight": sum(w.in_flight for w in mine),
-                "requests_per_min": len(latencies),
-                "p50_ms": round(statistics.median(latencies), 1) if latencies else None,
-                "cooldowns": cooling_here,
-                "unavailable": config.unavailable_reason(name),
-            }
-        listed = [asdict(w) for w in sorted(workers, key=lambda w: (w.deployment, w.host, w.pid))]
-        return {"time": time.time(), "groups": groups, "workers": listed}
+        status = await read_status(redis, Keys(config.fabric.key_prefix), groups)
     finally:
         await redis.aclose()
+    return status.as_dict({name: config.unavailable_reason(name) for name in config.groups})
 
 
 def render(status: dict[str, Any]) -> str:
     """The status as a fixed-width table."""
     head = (
-        f"{'group':<22}{'waiting':>8}{'running':>8}{'workers':>8}{'slots':>6}{'busy':>6}"
-        f"{'req/min':>8}{'p50 ms':>8}  notes"
+        f"{'group':<22}{'waiting':>8}{'running':>8}{'batch':>8}{'workers':>8}{'slots':>6}"
+        f"{'busy':>6}{'req/min':>8}{'p50 ms':>8}  notes"
     )
     lines = [head, "-" * len(head)]
     for name, g in status["groups"].items():
@@ -69,9 +43,11 @@ def render(status: dict[str, Any]) -> str:
             notes.append("no live worker")
         notes += [f"{d} cooling {s}s" for d, s in g["cooldowns"].items()]
         p50 = "-" if g["p50_ms"] is None else f"{g['p50_ms']:.0f}"
+        batch = f"{g['batch_waiting']}+{g['batch_running']}"
         lines.append(
-            f"{name:<22}{g['waiting']:>8}{g['running']:>8}{g['workers']:>8}{g['slots']:>6}"
-            f"{g['in_flight']:>6}{g['requests_per_min']:>8}{p50:>8}  {'; '.join(notes)}"
+            f"{name:<22}{g['waiting']:>8}{g['running']:>8}{batch:>8}{g['workers']:>8}"
+            f"{g['slots']:>6}{g['in_flight']:>6}{g['requests_per_min']:>8}{p50:>8}"
+            f"  {'; '.join(notes)}"
         )
     return "\n".join(lines)
 

@@ -67,6 +67,8 @@ class _Fabric:
         child_env = {**os.environ, "REDIS_URL": redis_url}
         base = [sys.executable, "-m", "inferq.cli"]
         cfg = ["--config", str(self.env.config_path)]
+        if self.env.log_json:
+            cfg.append("--log-json")  # every process of the fabric logs in one format
         # One worker process for every group: it follows reloads, so a group added to the
         # file gets served without a restart (scale out with `inferq worker --processes`).
         for group, deployments in self.config.groups.items():

@@ -2,7 +2,8 @@
 
 Around the loop: heartbeats (so others know we live), promotion of retries whose backoff has
 passed, reclaiming jobs of workers whose heartbeat expired, cooldown after repeated failures,
-rpm/tpm pacing, and cancellation of jobs whose client went away.
+rpm/tpm pacing, and cancellation of jobs whose client went away. Which lane the next jobs come
+from (interactive first, batch within its share) is `workers.lanes`.
 """
 
 import asyncio
@@ -15,16 +16,18 @@ import time
 from collections.abc import Callable
 
 from broker.connection import Redis
-from broker.consumer import Delivery, GroupConsumer
+from broker.consumer import Delivery, EntryKey, GroupConsumer
 from broker.errors import BrokerError
 from broker.keys import Keys
 from broker.limits import DeploymentLimits
 from broker.messages import Attempt, ErrorInfo, Job, ReplyKind
 from broker.queue import ensure_group
 from broker.registry import WorkerInfo, deregister, heartbeat, live_workers
+from broker.results import cancelled_result, is_cancelled
 from config import Deployment, GatewayConfig
 from workers.attempt import ReplyWriter, choice_text, run_attempt
 from workers.errors import ProviderError
+from workers.lanes import LaneScheduler
 from workers.policy import Action, next_step
 from workers.pricing import cost
 from workers.providers import Provider
@@ -60,6 +63,8 @@ class DeploymentWorker:
         self._limits = DeploymentLimits(redis, self._keys, deployment.group, deployment.id)
         self._slots_override = slots  # `inferq worker --concurrency`
         self._slots = slots or deployment.max_parallel_requests
+        fabric = config.fabric
+        self._lanes = LaneScheduler(fabric.batch_slots(self._slots), fabric.batch_min_share)
         self._block_ms = block_ms
         self._heartbeat_interval = heartbeat_interval
         self._grace = grace_period
@@ -69,7 +74,7 @@ class DeploymentWorker:
         self._cancelled: set[str] = set()
         self._cooldown_until = 0.0
         self._orphans = False  # some of our own pending entries have no task serving them
-        self._in_flight: set[bytes] = set()
+        self._in_flight: set[EntryKey] = set()
         self._started = time.time()
         self.done = 0
         self.failed = 0
@@ -93,7 +98,8 @@ class DeploymentWorker:
                     continue
                 deliveries: list[Delivery] = []
                 if self._orphans:
-                    deliveries = await self._consumer.reclaim_own(free, self._in_flight)
+                    ours = self._in_flight | self._lanes.held
+                    deliveries = await self._consumer.reclaim_own(free, ours)
                     self._orphans = len(deliveries) == free  # more may wait: look again
                 if not deliveries and time.monotonic() >= next_reclaim:
                     next_reclaim = time.monotonic() + self._heartbeat_interval
@@ -109,7 +115,8 @@ class DeploymentWorker:
                 await _sleep_or_stop(stop, backoff)
                 backoff = min(backoff * 2, 2.0)
                 continue
-            for delivery in deliveries:
+            self._lanes.add(deliveries)
+            for delivery in self._lanes.take(free):
                 self._start(delivery)
         await self._drain()
         house.cancel()
@@ -133,6 +140,8 @@ class DeploymentWorker:
         self.deployment = deployment
         self._provider = provider
         self._slots = self._slots_override or deployment.max_parallel_requests
+        fabric = config.fabric
+        self._lanes.resize(fabric.batch_slots(self._slots), fabric.batch_min_share)
 
     def cancel(self, job_id: str) -> None:
         """The job's client is gone: abort it if it runs here."""
@@ -142,14 +151,17 @@ class DeploymentWorker:
             task.cancel()
 
     async def _read(self, free: int) -> list[Delivery]:
+        pull = self._lanes.plan(free, self._block_ms)
+        if pull is None:
+            return []
         dep = self.deployment
         if not (dep.rpm or dep.tpm):
-            return await self._consumer.read(free, self._block_ms)
-        granted, wait = await self._limits.grant(free, dep.rpm, dep.tpm)
+            return await self._consumer.read(pull.count, pull.block_ms, pull.lanes)
+        granted, wait = await self._limits.grant(pull.count, dep.rpm, dep.tpm)
         if not granted:
             await asyncio.sleep(min(wait, 1.0))
             return []
-        deliveries = await self._consumer.read(granted, self._block_ms)
+        deliveries = await self._consumer.read(granted, pull.block_ms, pull.lanes)
         await self._limits.give_back(granted - len(deliveries))
         return deliveries
 
@@ -165,9 +177,10 @@ class DeploymentWorker:
         task = asyncio.create_task(self._serve(delivery))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        entry = delivery.entry_id
+        entry, lane = delivery.key, delivery.lane
         self._in_flight.add(entry)
         task.add_done_callback(lambda _t: self._in_flight.discard(entry))
+        task.add_done_callback(lambda _t: self._lanes.finished(lane))
         if delivery.job is not None:
             job_id = delivery.job.id
             self._running[job_id] = task
@@ -232,23 +245,26 @@ class DeploymentWorker:
                 await self._poison(delivery)
             elif delivery.times_delivered > self._config.fabric.max_deliveries:
                 await self._give_up(delivery, job)
-            elif self._is_cancelled(job.id):
-                await self._consumer.complete(delivery, job, None)
+            elif self._is_cancelled(job.id) or (
+                job.submission and await is_cancelled(self._redis, self._keys, job.submission)
+            ):
+                await self._consumer.complete(delivery, job, cancelled_result(job))
             else:
                 await self._serve_job(delivery, await self._resume(delivery, job))
         except BrokerError as exc:
             # Not acknowledged: the job stays in our pending list; once Redis answers again the
             # loop takes it back (we are alive, so nobody else would reclaim it).
-            log.warning("entry %s: Redis failed mid-job (%s); will retry", delivery.entry_id, exc)
+            about = _tag(job) if job else f"entry {delivery.entry_id.decode()}"
+            log.warning("%s: Redis failed mid-job (%s); will retry", about, exc)
             self._orphans = True
         except asyncio.CancelledError:
             if job is None or job.id not in self._cancelled:
                 raise  # shutting down: leave the job pending for another worker
             self._cancelled.discard(job.id)
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
-            log.info("job %s cancelled by its client; backend call aborted", job.id)
+            log.info("%s: cancelled by its client; backend call aborted", _tag(job))
             with contextlib.suppress(BrokerError):
-                await self._consumer.complete(delivery, job, None)
+                await self._consumer.complete(delivery, job, cancelled_result(job))
 
     async def _resume(self, delivery: Delivery, job: Job) -> Job:
         """A reclaimed stream job carries on after what its client already received."""
@@ -282,19 +298,22 @@ class DeploymentWorker:
             )
             self.failed += 1
             await self._consumer.complete(delivery, job, writer.reply(ReplyKind.ERROR, error=error))
+            self._finished(job, 504, None)
             return
+        began = time.monotonic()
         try:
             done = await run_attempt(provider, dep, job, writer)
         except ProviderError as exc:
-            await self._failed(delivery, job, writer, exc)
+            await self._failed(delivery, job, writer, exc, began)
             return
         except BrokerError:
             raise
         except Exception:
-            log.exception("job %s: unexpected error on %s", job.id, dep.id)
+            log.exception("%s: unexpected error on %s", _tag(job), dep.id)
             error = ErrorInfo(status=500, type="api_error", message="internal error in the worker")
             self.failed += 1
             await self._consumer.complete(delivery, job, writer.reply(ReplyKind.ERROR, error=error))
+            self._finished(job, 500, began)
             return
         usage = done.usage or {}
         done = done.model_copy(
@@ -306,14 +325,26 @@ class DeploymentWorker:
         )  # fmt: skip
         await self._consumer.complete(delivery, job, done)
         self.done += 1
+        self._finished(job, 200, began)
         if dep.tpm and done.usage:
             await self._limits.add_tokens(int(done.usage.get("total_tokens") or 0))
 
+    def _finished(self, job: Job, status: int, began: float | None) -> None:
+        """The job's last line, at DEBUG: off by default, the hot path pays nothing for it."""
+        if log.isEnabledFor(logging.DEBUG):
+            backend = (
+                f"{(time.monotonic() - began) * 1000:.1f} ms" if began is not None else "not called"
+            )
+            log.debug(
+                "%s: finished on %s, status %d, backend %s",
+                _tag(job), self.deployment.id, status, backend,
+            )  # fmt: skip
+
     async def _failed(
-        self, delivery: Delivery, job: Job, writer: ReplyWriter, exc: ProviderError
+        self, delivery: Delivery, job: Job, writer: ReplyWriter, exc: ProviderError, began: float
     ) -> None:
         if exc.retryable:
-            await self._count_failure()
+            await self._count_failure(job)
         step = next_step(
             job,
             exc,
@@ -328,8 +359,8 @@ class DeploymentWorker:
             ),
         ]
         log.info(
-            "job %s failed on %s (%s): %s",
-            job.id,
+            "%s: failed on %s (%s): %s",
+            _tag(job),
             self.deployment.id,
             exc.message,
             step.action.value,
@@ -359,6 +390,7 @@ class DeploymentWorker:
             await self._consumer.complete(
                 delivery, job, writer.reply(ReplyKind.ERROR, error=exc.info())
             )
+            self._finished(job, exc.status, began)
 
     async def _served(self, groups: list[str]) -> list[str]:
         """The groups from the first one a live worker serves (a fallback nobody serves would
@@ -369,11 +401,12 @@ class DeploymentWorker:
                 return groups[i:]
         return []
 
-    async def _count_failure(self) -> None:
+    async def _count_failure(self, job: Job) -> None:
         router = self._config.router
         if await self._limits.record_failure(router.allowed_fails, router.cooldown_time):
             log.warning(
-                "deployment %s cools down for %gs after %d failures in a minute",
+                "%s: deployment %s cools down for %gs after %d failures in a minute",
+                _tag(job),
                 self.deployment.id,
                 router.cooldown_time,
                 router.allowed_fails + 1,
@@ -386,7 +419,7 @@ class DeploymentWorker:
             f"the job was abandoned {deliveries} times by workers that stopped while serving it "
             "(crash, kill or an input that breaks them); it is in the dead-letter stream"
         )
-        log.error("job %s: %s", job.id, message)
+        log.error("%s: %s", _tag(job), message)
         self.failed += 1
         resumed = await self._resume(delivery, job)
         error = ErrorInfo(status=502, type="api_error", code="max_deliveries", message=message)
@@ -399,6 +432,11 @@ class DeploymentWorker:
         log.error("dead-lettering entry %s: %s", delivery.entry_id.decode(), delivery.problem)
         self.failed += 1
         await self._consumer.dead_letter(delivery, delivery.problem or "unreadable")
+
+
+def _tag(job: Job) -> str:
+    """How a log line names a job: `job <id> req <request id>` (`req -` for direct submissions)."""
+    return f"job {job.id} req {job.request_id or '-'}"
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:

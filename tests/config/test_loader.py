@@ -236,3 +236,17 @@ def test_budgets_in_both_formats() -> None:
     assert ("inferq_settings.budgets[0].group", "model group 'ghost' does not exist") in problems(
         bad
     )
+
+
+def test_batch_settings_and_the_slots_batch_may_hold() -> None:
+    fabric = parse_config(BASE, env={}).fabric
+    assert (fabric.batch_max_slots, fabric.batch_min_share) == (0.75, 0.1)
+    # At least one slot (a one-slot llama.cpp serves batch too); never all of several.
+    assert [fabric.batch_slots(n) for n in (1, 2, 4, 8, 64)] == [1, 1, 3, 6, 48]
+    everything = parse_config(BASE + "inferq_settings:\n  batch_max_slots: 1\n", env={})
+    assert everything.fabric.batch_slots(8) == 7
+    bad = BASE + "inferq_settings:\n  batch_max_slots: 0\n  batch_min_share: 1\n"
+    assert sorted(path for path, _ in problems(bad)) == [
+        "inferq_settings.batch_max_slots",
+        "inferq_settings.batch_min_share",
+    ]

@@ -80,17 +80,17 @@ class Fabric:
         """http://127.0.0.1:PORT"""
         return f"http://127.0.0.1:{self.port}"
 
-    def _spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
-        env = {**os.environ, "REDIS_URL": self.redis_url, "INFERQ_LOG_LEVEL": "INFO"}
+    def _spawn(self, name: str, *args: str, level: str = "INFO") -> subprocess.Popen[bytes]:
+        env = {**os.environ, "REDIS_URL": self.redis_url, "INFERQ_LOG_LEVEL": level}
         cmd = [sys.executable, "-m", "inferq.cli", *args, "--config", str(self.config)]
         with (self.log_dir / f"{name}.log").open("ab") as log:
             proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
         self.procs[name] = proc
         return proc
 
-    def start_api(self, wait_ready: bool = True) -> None:
-        """Start `inferq api` and wait until it answers."""
-        self._spawn("api", "api", "--port", str(self.port))
+    def start_api(self, *args: str, wait_ready: bool = True) -> None:
+        """Start `inferq api ARGS` and wait until it answers."""
+        self._spawn("api", "api", "--port", str(self.port), *args)
         deadline = time.monotonic() + 20
         path = "/health/readiness" if wait_ready else "/health/liveliness"
         while time.monotonic() < deadline:
@@ -104,9 +104,11 @@ class Fabric:
             time.sleep(0.1)
         raise RuntimeError(f"API did not start; log:\n{self.log('api')}")
 
-    def start_worker(self, name: str = "worker", *args: str) -> subprocess.Popen[bytes]:
-        """Start `inferq worker ARGS` and wait for its heartbeat in /health."""
-        proc = self._spawn(name, "worker", *args)
+    def start_worker(
+        self, name: str = "worker", *args: str, level: str = "INFO"
+    ) -> subprocess.Popen[bytes]:
+        """Start `inferq worker ARGS` (logging at `level`) and wait until it serves."""
+        proc = self._spawn(name, "worker", *args, level=level)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if "serving" in self.log(name):

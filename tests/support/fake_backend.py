@@ -32,6 +32,7 @@ class Behaviour:
     no_finish: bool = False  # end the stream without finish_reason and [DONE]
     retry_after: str | None = None
     per_token_embeddings: bool = False  # answer like llama.cpp does for SmolLM2
+    complete_delay: float = 0.0  # seconds a non-stream chat answer takes (a slow generation)
 
 
 @dataclass
@@ -125,8 +126,8 @@ class FakeBackend:
                 except ConnectionError:
                     self.aborted += 1
                     raise
-            if b.first_token_delay:
-                await asyncio.sleep(b.first_token_delay)
+            if b.first_token_delay or b.complete_delay:
+                await asyncio.sleep(b.first_token_delay + b.complete_delay)
             _respond(writer, 200, _completion(body, words))
             return True
         finally:
@@ -314,10 +315,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=9100)
     parser.add_argument("--tokens", type=int, default=None)
+    parser.add_argument(
+        "--complete-delay", type=float, default=0.0, help="seconds a non-stream answer takes"
+    )
     args = parser.parse_args()
 
     async def run() -> None:
-        backend = FakeBackend(port=args.port, behaviour=Behaviour(tokens=args.tokens))
+        behaviour = Behaviour(tokens=args.tokens, complete_delay=args.complete_delay)
+        backend = FakeBackend(port=args.port, behaviour=behaviour)
         server = await backend.serve()
         print(f"fake backend on {backend.api_base}", flush=True)
         backend.requests = _Discard()  # type: ignore[assignment]  # the benchmark keeps no history

@@ -1,8 +1,23 @@
-"""Request bodies at the HTTP boundary (pydantic); unknown fields pass through to the backend."""
+"""OpenAI request bodies as the gateway reads them (pydantic), for the HTTP API and batch input
+alike; unknown fields pass through to the backend."""
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from broker.errors import InvalidBody
+from broker.messages import JobKind
+from config.errors import error_path
+
+# Request fields that steer the gateway (LiteLLM's, mostly) and never reach a backend.
+# `api_base`/`api_key`/`base_url` in particular must not let a client redirect a deployment.
+GATEWAY_FIELDS = frozenset(
+    {
+        "model", "stream", "timeout", "stream_timeout", "num_retries", "fallbacks",
+        "disable_fallbacks", "context_window_fallback_dict", "cache", "caching", "metadata",
+        "mock_response", "api_key", "api_base", "base_url", "api_version",
+    }
+)  # fmt: skip
 
 
 class GatewayOptions(BaseModel):
@@ -60,3 +75,31 @@ class EmbeddingRequest(GatewayOptions):
 
     input: str | list[str] | list[int] | list[list[int]]
     stream: Literal[False] = False
+
+
+_MODELS: dict[JobKind, type[GatewayOptions]] = {
+    JobKind.CHAT: ChatCompletionRequest,
+    JobKind.COMPLETION: CompletionRequest,
+    JobKind.EMBEDDING: EmbeddingRequest,
+}
+
+
+def check_body(kind: JobKind, data: dict[str, Any]) -> GatewayOptions:
+    """`data` validated as the request of `kind`, or InvalidBody naming the first bad field."""
+    try:
+        return _MODELS[kind].model_validate(data)
+    except ValidationError as exc:
+        raise invalid_body(exc) from None
+
+
+def invalid_body(exc: ValidationError) -> InvalidBody:
+    """The first problem of a validation error, named OpenAI-style (`messages.0.role`)."""
+    err = exc.errors()[0]
+    param = error_path(err["loc"]).replace("[", ".").replace("]", "")
+    message = "missing required field" if err["type"] == "missing" else err["msg"]
+    return InvalidBody(f"Invalid request: {param}: {message}", param=param or None)
+
+
+def backend_fields(body: dict[str, Any]) -> dict[str, Any]:
+    """The body without the fields that steer the gateway."""
+    return {k: v for k, v in body.items() if k not in GATEWAY_FIELDS}
