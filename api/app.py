@@ -217,7 +217,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
                 type="invalid_request_error",
             ),
         )
-    return _answer(request, GatewayError(str(exc.detail), status=exc.status_code))
+    kind = "invalid_request_error" if 400 <= exc.status_code < 500 else "api_error"
+    return _answer(request, GatewayError(str(exc.detail), status=exc.status_code, type=kind))
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:

@@ -16,6 +16,7 @@ import asyncio
 import logging
 import time
 from contextlib import suppress
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -45,6 +46,11 @@ from config import GatewayConfig
 log = logging.getLogger("inferq.batches")
 
 LEASE_SECONDS = 10.0
+MAX_DRIVEN = 4  # batches one API process drives at once; the others wait for a free hand
+MAX_FAILURES = 5  # unexpected errors in a row before a batch is failed instead of retried
+# After a cancel or the end of the window, requests nobody took get their error result from the
+# driver itself: without a live worker for their group, no worker would ever write it.
+SETTLE_AFTER = 30.0
 _RUNNING = {BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS, BatchStatus.CANCELLING}
 
 
@@ -60,6 +66,7 @@ class BatchDriver:
         self._owner = owner
         self._poll = poll
         self._driving: dict[str, asyncio.Task[None]] = {}
+        self._failures: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -86,6 +93,8 @@ class BatchDriver:
                 await self._tick()
             except BrokerError as exc:
                 log.warning("batch driver waiting for Redis: %s", exc)
+            except Exception:  # the loop renews leases: it must outlive any bug in one tick
+                log.exception("batch driver tick failed")
             await asyncio.sleep(self._poll)
 
     async def _tick(self) -> None:
@@ -95,6 +104,8 @@ class BatchDriver:
             if task is not None and not held:
                 log.warning("lost the lease of batch %s; another process drives it", batch_id)
                 task.cancel()
+            elif task is None and held and len(self._driving) >= MAX_DRIVEN:
+                await drop_lease(self._redis, self._keys, batch_id, self._owner)
             elif task is None and held:
                 task = asyncio.create_task(self._drive(batch_id), name=f"batch-{batch_id}")
                 self._driving[batch_id] = task
@@ -102,14 +113,22 @@ class BatchDriver:
     async def _drive(self, batch_id: str) -> None:
         try:
             await drive(self._redis, self._keys, self.config, batch_id)
+            self._failures.pop(batch_id, None)
         except BrokerError as exc:
             log.warning("batch %s paused: %s", batch_id, exc)
-        except Exception:
-            log.exception("batch %s: unexpected error; it will be retried", batch_id)
+        except Exception as exc:
+            failures = self._failures[batch_id] = self._failures.get(batch_id, 0) + 1
+            log.exception("batch %s: unexpected error (%d in a row)", batch_id, failures)
+            if failures >= MAX_FAILURES:
+                with suppress(BrokerError):
+                    why = f"the batch failed {failures} times: {type(exc).__name__}"
+                    await fail(self._redis, self._keys, batch_id, "internal_error", why)
         finally:
-            self._driving.pop(batch_id, None)
+            # Release before forgetting: a tick in between would otherwise renew the lease for
+            # a task that is gone, and start no other.
             with suppress(BrokerError):
                 await drop_lease(self._redis, self._keys, batch_id, self._owner)
+            self._driving.pop(batch_id, None)
 
 
 async def drive(redis: Redis, keys: Keys, config: GatewayConfig, batch_id: str) -> None:
@@ -119,19 +138,19 @@ async def drive(redis: Redis, keys: Keys, config: GatewayConfig, batch_id: str) 
         return
     data = await file_content(redis, keys, batch.input_file_id)
     if data is None:
-        await _fail(redis, keys, batch, "invalid_file", "the input file was deleted")
+        await fail(redis, keys, batch_id, "invalid_file", "the input file was deleted")
         return
-    lines = parse_input(data)
+    lines = await asyncio.to_thread(_lines, data, batch.endpoint)  # up to 200 MB: off the loop
     if not lines:
-        await _fail(redis, keys, batch, "empty_file", "the input file has no requests")
+        await fail(redis, keys, batch_id, "empty_file", "the input file has no requests")
         return
-    lines = [_check_url(line, batch.endpoint) for line in lines]
-    counts = RequestCounts(total=len(lines))
+    if batch.request_counts.total != len(lines):  # whatever state it starts from
+        batch.request_counts.total = len(lines)
+        await update(redis, keys, batch_id, request_counts=batch.request_counts.model_dump())
     if batch.status is BatchStatus.VALIDATING:
         await transition(redis, keys, batch_id, BatchStatus.IN_PROGRESS,
-                         allowed_from={BatchStatus.VALIDATING},
-                         request_counts=counts.model_dump())  # fmt: skip
-    submitter = Submitter(redis, keys, config)
+                         allowed_from={BatchStatus.VALIDATING})  # fmt: skip
+    submitter = Submitter(redis, keys, _keeping_results(config, batch))
     problems = [line for line in lines if line.request is None]
     if batch.status is not BatchStatus.FINALIZING:
         requests = [line.request for line in lines if line.request is not None]
@@ -153,27 +172,52 @@ async def drive(redis: Redis, keys: Keys, config: GatewayConfig, batch_id: str) 
 async def _watch(
     redis: Redis, keys: Keys, submitter: Submitter, batch: BatchObject, invalid: int
 ) -> None:
-    """While the requests run: publish counts, and cancel on request or at the deadline."""
-    cancelled = False
+    """While the requests run: publish counts, cancel on request or at the deadline, and
+    settle what nobody took a while after that."""
+    cancelled_at: float | None = None
     while True:
-        current = await get_batch(redis, keys, batch.id)
-        if current is None:
-            return
-        expired = current.expires_at is not None and time.time() >= current.expires_at
-        if not cancelled and (current.status is BatchStatus.CANCELLING or expired):
-            cancelled = True
-            await submitter.cancel(batch.id)
-            if expired:
-                await mark_expiring(redis, keys, batch.id)
-                log.warning("batch %s reached its completion window; cancelling the rest", batch.id)
-        progress = await submitter.progress(batch.id)
-        counts = RequestCounts(
-            total=(current.request_counts.total),
-            completed=progress.succeeded,
-            failed=progress.failed + invalid,
-        )
-        await update(redis, keys, batch.id, request_counts=counts.model_dump())
+        try:
+            cancelled_at = await _look(
+                redis, keys, submitter, batch, invalid=invalid, cancelled_at=cancelled_at
+            )
+        except BrokerError as exc:  # Redis is back within seconds, usually: keep watching
+            log.warning("batch %s: cannot update its state now: %s", batch.id, exc)
         await asyncio.sleep(0.5)
+
+
+async def _look(
+    redis: Redis,
+    keys: Keys,
+    submitter: Submitter,
+    batch: BatchObject,
+    *,
+    invalid: int,
+    cancelled_at: float | None,
+) -> float | None:
+    current = await get_batch(redis, keys, batch.id)
+    if current is None:
+        return cancelled_at
+    expired = current.expires_at is not None and time.time() >= current.expires_at
+    if cancelled_at is None and (current.status is BatchStatus.CANCELLING or expired):
+        cancelled_at = time.monotonic()
+        await submitter.cancel(batch.id)
+        if expired:
+            await mark_expiring(redis, keys, batch.id)
+            log.warning("batch %s reached its completion window; cancelling the rest", batch.id)
+    elif cancelled_at is not None and time.monotonic() - cancelled_at > SETTLE_AFTER:
+        settled = await submitter.settle(
+            batch.id, code="batch_cancelled", message="cancelled before any worker took it"
+        )
+        if settled:
+            log.warning("batch %s: %d requests no worker took were cancelled", batch.id, settled)
+    progress = await submitter.progress(batch.id)
+    counts = RequestCounts(
+        total=current.request_counts.total,
+        completed=progress.succeeded,
+        failed=progress.failed + invalid,
+    )
+    await update(redis, keys, batch.id, request_counts=counts.model_dump())
+    return cancelled_at
 
 
 async def _finalize(
@@ -186,10 +230,12 @@ async def _finalize(
         final = BatchStatus.CANCELLED
     elif await is_expiring(redis, keys, batch_id):
         final = BatchStatus.EXPIRED
-    else:
+    elif batch.status is BatchStatus.FINALIZING or await transition(
+        redis, keys, batch_id, BatchStatus.FINALIZING, allowed_from={BatchStatus.IN_PROGRESS}
+    ):
         final = BatchStatus.COMPLETED
-        await transition(redis, keys, batch_id, BatchStatus.FINALIZING,
-                         allowed_from={BatchStatus.IN_PROGRESS})  # fmt: skip
+    else:  # cancelled just now: drive again, and end it as cancelled
+        return
     output: list[bytes] = []
     errors: list[bytes] = [orjson.dumps(problem_line(line)) for line in problems]
     completed = failed = 0
@@ -202,13 +248,13 @@ async def _finalize(
             failed += 1
             errors.append(orjson.dumps(line))
     files: dict[str, Any] = {"output_file_id": None, "error_file_id": None}
-    for name, rows in (("output", output), ("error", errors)):
+    hex_id = batch_id.removeprefix("batch_")
+    for name, rows, suffix in (("output", output, "output"), ("error", errors, "errors")):
         if rows:
             content = b"\n".join(rows) + b"\n"
-            name_of = f"{batch_id}_{name}.jsonl"
-            made = await create_file(
-                redis, keys, filename=name_of, purpose="batch_output", content=content
-            )
+            made = await create_file(redis, keys, filename=f"{batch_id}_{name}.jsonl",
+                                     purpose="batch_output", content=content,
+                                     file_id=f"file-{hex_id}-{suffix}")  # fmt: skip
             files[f"{name}_file_id"] = made.id
     counts = RequestCounts(
         total=batch.request_counts.total, completed=completed, failed=failed + len(problems)
@@ -220,10 +266,23 @@ async def _finalize(
     log.info("batch %s %s: %d completed, %d failed", batch_id, final.value, completed, failed)
 
 
-async def _fail(redis: Redis, keys: Keys, batch: BatchObject, code: str, message: str) -> None:
+async def fail(redis: Redis, keys: Keys, batch_id: str, code: str, message: str) -> None:
+    """End a batch that cannot run (its input is gone, empty, or it keeps breaking)."""
     errors = {"object": "list", "data": [{"code": code, "message": message, "line": None}]}
-    await transition(redis, keys, batch.id, BatchStatus.FAILED, allowed_from=_RUNNING,
+    await transition(redis, keys, batch_id, BatchStatus.FAILED, allowed_from=_RUNNING,
                      errors=errors)  # fmt: skip
+
+
+def _lines(data: bytes, endpoint: str) -> list[Line]:
+    return [_check_url(line, endpoint) for line in parse_input(data)]
+
+
+def _keeping_results(config: GatewayConfig, batch: BatchObject) -> GatewayConfig:
+    """The config with result records kept until the batch can be finalized: past its
+    completion window, plus an hour."""
+    window = (batch.expires_at or batch.created_at) - batch.created_at
+    ttl = max(config.fabric.result_ttl, window + 3600.0)
+    return replace(config, fabric=replace(config.fabric, result_ttl=ttl))
 
 
 def _check_url(line: Line, endpoint: str) -> Line:

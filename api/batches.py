@@ -14,16 +14,26 @@ from starlette.responses import JSONResponse, Response
 from api.errors import GatewayError, InvalidRequest
 from api.state import gateway
 from broker.batches import (
+    BATCH_ID,
     BatchStatus,
+    active_batches,
     create_batch,
     get_batch,
     list_batches,
     transition,
 )
 from broker.batchfile import KINDS
-from broker.files import create_file, delete_file, file_content, get_file, list_files
+from broker.files import (
+    FILE_ID,
+    create_file,
+    delete_file,
+    file_content,
+    get_file,
+    list_files,
+)
 
-_WINDOW = re.compile(r"^(\d+)([mh])$")
+_WINDOW = re.compile(r"^(\d{1,5})([mh])$")
+MAX_WINDOW_S = 7 * 24 * 3600  # OpenAI takes 24h only; inferq up to a week
 
 
 class NoSuchObject(GatewayError):
@@ -60,9 +70,25 @@ def _page(items: list[Any], more: bool) -> JSONResponse:
 
 def _limit(request: Request, default: int = 20) -> int:
     raw = request.query_params.get("limit", str(default))
-    if not raw.isdigit() or not 1 <= int(raw) <= 10_000:
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 5) or not 1 <= int(raw) <= 10_000:
         raise InvalidRequest("limit must be an integer from 1 to 10000", param="limit")
     return int(raw)
+
+
+def _file_id(request: Request) -> str:
+    """The path's file id, if it can name one (else 404 here, before it reaches a key name)."""
+    file_id: str = request.path_params["file_id"]
+    if not FILE_ID.match(file_id):
+        raise NoSuchObject(f"No such File object: {file_id[:100]}", param="file_id")
+    return file_id
+
+
+def _batch_id(request: Request) -> str:
+    """The path's batch id, if it can name one."""
+    batch_id: str = request.path_params["batch_id"]
+    if not BATCH_ID.match(batch_id):
+        raise NoSuchObject(f"No such Batch object: {batch_id[:100]}", param="batch_id")
+    return batch_id
 
 
 # ---- files ----------------------------------------------------------------------------------
@@ -103,7 +129,7 @@ async def list_all_files(request: Request) -> Response:
 async def retrieve_file(request: Request) -> Response:
     """`GET /v1/files/{file_id}`."""
     gw = gateway(request)
-    file_id = request.path_params["file_id"]
+    file_id = _file_id(request)
     found = await get_file(gw.redis, gw.keys, file_id)
     if found is None:
         raise NoSuchObject(f"No such File object: {file_id}", param="file_id")
@@ -113,7 +139,7 @@ async def retrieve_file(request: Request) -> Response:
 async def retrieve_file_content(request: Request) -> Response:
     """`GET /v1/files/{file_id}/content`: the bytes, JSONL for batch files."""
     gw = gateway(request)
-    file_id = request.path_params["file_id"]
+    file_id = _file_id(request)
     content = await file_content(gw.redis, gw.keys, file_id)
     if content is None:
         raise NoSuchObject(f"No such File object: {file_id}", param="file_id")
@@ -123,7 +149,16 @@ async def retrieve_file_content(request: Request) -> Response:
 async def remove_file(request: Request) -> Response:
     """`DELETE /v1/files/{file_id}`."""
     gw = gateway(request)
-    file_id = request.path_params["file_id"]
+    file_id = _file_id(request)
+    for batch_id in await active_batches(gw.redis, gw.keys):
+        batch = await get_batch(gw.redis, gw.keys, batch_id)
+        if batch is not None and batch.input_file_id == file_id:
+            raise GatewayError(
+                f"File {file_id} is the input of {batch_id}, which is {batch.status.value}; "
+                "delete it once the batch has ended.",
+                status=409,
+                type="invalid_request_error",
+            )
     if not await delete_file(gw.redis, gw.keys, file_id):
         raise NoSuchObject(f"No such File object: {file_id}", param="file_id")
     return JSONResponse({"id": file_id, "object": "file", "deleted": True})
@@ -151,7 +186,11 @@ async def create(request: Request) -> Response:
             "completion_window must be like '24h' (hours or minutes)", param="completion_window"
         )
     seconds = int(window.group(1)) * (3600 if window.group(2) == "h" else 60)
-    found = await get_file(gw.redis, gw.keys, body.input_file_id)
+    if seconds > MAX_WINDOW_S:
+        raise InvalidRequest("completion_window may be at most 168h", param="completion_window")
+    found = None
+    if FILE_ID.match(body.input_file_id):
+        found = await get_file(gw.redis, gw.keys, body.input_file_id)
     if found is None:
         raise InvalidRequest(f"No such File object: {body.input_file_id}", param="input_file_id")
     if found.purpose != "batch":
@@ -168,7 +207,7 @@ async def create(request: Request) -> Response:
 async def retrieve(request: Request) -> Response:
     """`GET /v1/batches/{batch_id}`."""
     gw = gateway(request)
-    batch_id = request.path_params["batch_id"]
+    batch_id = _batch_id(request)
     batch = await get_batch(gw.redis, gw.keys, batch_id)
     if batch is None:
         raise NoSuchObject(f"No such Batch object: {batch_id}", param="batch_id")
@@ -188,7 +227,7 @@ async def cancel(request: Request) -> Response:
     """`POST /v1/batches/{batch_id}/cancel`: requests not yet run are dropped; the batch ends
     `cancelled` with the results of those that ran."""
     gw = gateway(request)
-    batch_id = request.path_params["batch_id"]
+    batch_id = _batch_id(request)
     moved = await transition(
         gw.redis,
         gw.keys,

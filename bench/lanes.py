@@ -149,7 +149,9 @@ def run(
     )  # fmt: skip
     procs.append(submit)
     deadline = time.monotonic() + 60
-    while (q := queue(redis_url)).batch_running < 48 or q.batch_waiting == 0:
+    # Measure once the backlog is most of the submission (not while it is still being queued).
+    backlog = args.batch // 2
+    while (q := queue(redis_url)).batch_running < 48 or q.batch_waiting < backlog:
         if time.monotonic() > deadline or submit.poll() is not None:
             raise SystemExit(f"the batch backlog did not build up: {q}")
         time.sleep(0.05)

@@ -6,6 +6,7 @@ changes go through one script that checks the current status first: `validating`
 `in_progress` → `finalizing` → `completed`; `failed`; `expired`; `cancelling` → `cancelled`.
 """
 
+import re
 import secrets
 import time
 from enum import StrEnum
@@ -55,13 +56,7 @@ class RequestCounts(BaseModel):
     failed: int = 0
 
 
-class BatchError(BaseModel):
-    """A problem with the batch as a whole (its input file), as OpenAI reports one."""
-
-    code: str
-    message: str
-    param: str | None = None
-    line: int | None = None
+BATCH_ID = re.compile(r"^batch_[0-9a-f]{24}$")
 
 
 class BatchObject(BaseModel):

@@ -147,6 +147,13 @@ class Reloader:
                 problems,
             )
             return False, f"refused: {problems}"
+        except (OSError, UnicodeError, ValueError) as exc:  # unreadable, not UTF-8, ...
+            log.error(
+                "config reload (%s) refused, still serving the previous config: %s",
+                reason,
+                exc,
+            )
+            return False, f"refused: {type(exc).__name__}: {exc}"
         blocker = reload_blocker(self.config, new)
         if blocker:
             log.error(
@@ -181,8 +188,11 @@ class Reloader:
         while True:
             await asyncio.sleep(interval)
             # The setting is read each time: a reload may turn watching on or off.
-            if self.config.fabric.watch_config and self._file.changed():
-                await self.reload("file changed")
+            try:
+                if self.config.fabric.watch_config and self._file.changed():
+                    await self.reload("file changed")
+            except Exception:  # a watcher that dies would miss every later edit
+                log.exception("watching the config file failed; still watching")
 
     def _spawn(self, work: Awaitable[object]) -> None:
         async def run() -> None:

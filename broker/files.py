@@ -4,6 +4,7 @@ A file is one Redis hash holding its metadata and its bytes. Batch files are bou
 (`inferq_settings.max_file_bytes`, 200 MB like OpenAI's), and a file lives until it is deleted.
 """
 
+import re
 import secrets
 import time
 from typing import Any, Literal
@@ -12,8 +13,6 @@ from pydantic import BaseModel
 
 from broker.connection import Redis, translate_errors
 from broker.keys import Keys
-
-Purpose = Literal["batch", "batch_output"]
 
 
 class FileObject(BaseModel):
@@ -29,12 +28,22 @@ class FileObject(BaseModel):
     status_details: str | None = None
 
 
+FILE_ID = re.compile(r"^file-[0-9a-f]{24}(-output|-errors)?$")
+
+
 async def create_file(
-    redis: Redis, keys: Keys, *, filename: str, purpose: str, content: bytes
+    redis: Redis,
+    keys: Keys,
+    *,
+    filename: str,
+    purpose: str,
+    content: bytes,
+    file_id: str | None = None,
 ) -> FileObject:
-    """Store `content` as a new file."""
+    """Store `content` as a new file (or as `file_id`, replacing it: a batch's output files
+    are named after the batch, so finalizing twice writes them twice, not two of each)."""
     meta = FileObject(
-        id=f"file-{secrets.token_hex(12)}",
+        id=file_id or f"file-{secrets.token_hex(12)}",
         bytes=len(content),
         created_at=int(time.time()),
         filename=filename,

@@ -127,26 +127,40 @@ def cancelled_result(job: Job) -> Reply | None:
     )
 
 
+# The first result of a job stands: a job run twice (a stalled worker's job reclaimed and run
+# again) or settled by its submitter while a worker still ran it is recorded, streamed and
+# counted once. KEYS: result, results stream, submission hash, submission jobs (the last three
+# are the result key again for a job of no submission). ARGV: record, ttl, job id, custom_id,
+# ok (0/1), in a submission (0/1).
+_STORE = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) == false then return 0 end
+if ARGV[6] == '1' then
+  redis.call('XADD', KEYS[2], '*', 'job', ARGV[3], 'custom_id', ARGV[4], 'ok', ARGV[5])
+  redis.call('HINCRBY', KEYS[3], ARGV[5] == '1' and 'succeeded' or 'failed', 1)
+  for i = 2, 4 do redis.call('EXPIRE', KEYS[i], ARGV[2]) end
+end
+return 1
+"""
+
+
 def store(pipe: Any, keys: Keys, job: Job, reply: Reply) -> None:
-    """Queue on `pipe` (a MULTI that also acknowledges the job) the commands that make `reply`
-    the durable result of `job`: its record, and its entry on the submission's results stream."""
+    """Queue on `pipe` (a MULTI that also acknowledges the job) the script that makes `reply`
+    the durable result of `job`, unless it has one: its record, and its entry on the
+    submission's results stream. (EVAL, not EVALSHA: inside MULTI a NOSCRIPT cannot be
+    retried; the server caches the script anyway.)"""
     if job.result_ttl is None:
         return
     outcome = outcome_of(job, reply)
     ttl = math.ceil(job.result_ttl)
-    pipe.set(keys.result(job.id), outcome.encode(), ex=ttl)
-    if job.submission:
-        _finished(pipe, keys, outcome, ttl)
-
-
-def _finished(pipe: Any, keys: Keys, outcome: Outcome, ttl: int) -> None:
-    assert outcome.submission is not None
-    sid = outcome.submission
-    entry = {b"job": outcome.job, b"custom_id": outcome.custom_id or "", b"ok": int(outcome.ok)}
-    pipe.xadd(keys.submission_results(sid), entry)
-    pipe.hincrby(keys.submission(sid), "succeeded" if outcome.ok else "failed", 1)
-    for key in (keys.submission_results(sid), keys.submission(sid), keys.submission_jobs(sid)):
-        pipe.expire(key, ttl)
+    record = keys.result(job.id)
+    sid = job.submission
+    others = (
+        [keys.submission_results(sid), keys.submission(sid), keys.submission_jobs(sid)]
+        if sid
+        else [record] * 3
+    )
+    args = [outcome.encode(), ttl, job.id, job.custom_id or "", int(outcome.ok), int(bool(sid))]
+    pipe.eval(_STORE, 4, record, *others, *args)
 
 
 # Store a result nobody ran (a request refused before it was queued) unless one exists: one

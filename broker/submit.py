@@ -337,6 +337,26 @@ class Submitter:
         check_submission_id(submission_id)
         await mark(self._redis, self._keys, submission_id, "cancelled", self._ttl)
 
+    async def settle(self, submission_id: str, *, code: str, message: str) -> int:
+        """Give every queued request of the submission that has no result yet an error result
+        now: for when no worker may ever take its job (its group has no live worker, and the
+        submission was cancelled or expired a while ago). A worker that still finishes one later
+        finds the result taken and records nothing. Returns how many it settled."""
+        check_submission_id(submission_id)
+        async with translate_errors():
+            raw: Any = await self._redis.hgetall(self._keys.submission_jobs(submission_id))
+        jobs = {job.decode(): custom_id.decode() for custom_id, job in raw.items()}
+        have = await records(self._redis, self._keys, list(jobs))
+        error = ErrorInfo(status=499, type="cancelled", code=code, message=message)
+        settled = 0
+        for job_id, custom_id in jobs.items():
+            if have.get(job_id) is None:
+                outcome = failure(job_id, error, submission=submission_id, custom_id=custom_id)
+                settled += (
+                    await store_refusal(self._redis, self._keys, outcome, self._ttl) is outcome
+                )
+        return settled
+
 
 async def _each(
     requests: Iterable[BatchRequest] | AsyncIterable[BatchRequest],

@@ -56,6 +56,9 @@ def reload_blocker(old: GatewayConfig, new: GatewayConfig) -> str | None:
             f"inferq_settings.key_prefix changed ({old.fabric.key_prefix!r} -> "
             f"{new.fabric.key_prefix!r}); that moves every queue, so it needs a restart"
         )
+    where = (old.cache.host, old.cache.port, old.cache.password)
+    if (new.cache.host, new.cache.port, new.cache.password) != where:
+        return "cache_params host, port or password changed; the cache's Redis needs a restart"
     return None
 
 

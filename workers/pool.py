@@ -69,12 +69,13 @@ class WorkerPool:
         self._slots = slots
         self._is_cancelled = is_cancelled
         self._running: dict[str, _Running] = {}
+        self._draining: list[_Running] = []  # removed by a reload, finishing their jobs
         self._crashed = asyncio.Event()
 
     @property
     def workers(self) -> list[DeploymentWorker]:
         """The workers serving now (not those draining after a reload removed them)."""
-        return [r.worker for r in self._running.values() if not r.stop.is_set()]
+        return [r.worker for r in self._running.values()]
 
     def apply(self, config: GatewayConfig) -> None:
         """Serve `config`'s selected deployments; raises ValueError if none can be served."""
@@ -94,13 +95,15 @@ class WorkerPool:
                 wanted[dep.id] = dep
         if not wanted and not self._running:
             raise ValueError("none of the selected deployments can be served")
-        for dep_id, running in self._running.items():
-            if dep_id not in wanted and not running.stop.is_set():
-                log.info("deployment %s is no longer configured here; draining it", dep_id)
+        for dep_id, running in list(self._running.items()):
+            moved = dep_id in wanted and wanted[dep_id].group != running.worker.deployment.group
+            if dep_id not in wanted or moved:
+                log.info("deployment %s is no longer served here as it was; draining it", dep_id)
                 running.stop.set()
+                self._draining.append(self._running.pop(dep_id))
         for dep_id, dep in wanted.items():
             current = self._running.get(dep_id)
-            if current is not None and not current.stop.is_set():
+            if current is not None:
                 provider = current.worker.provider
                 if dep != current.worker.deployment:
                     provider = provider_for(dep, self._http)
@@ -116,15 +119,16 @@ class WorkerPool:
         await asyncio.wait({stopping, crashing}, return_when=asyncio.FIRST_COMPLETED)
         stopping.cancel()
         crashing.cancel()
-        for running in self._running.values():
+        every = [*self._running.values(), *self._draining]
+        for running in every:
             running.stop.set()
-        await asyncio.gather(*(r.task for r in self._running.values()), return_exceptions=True)
+        await asyncio.gather(*(r.task for r in every), return_exceptions=True)
         if self._crashed.is_set():
             raise RuntimeError("a deployment worker stopped on an error (see above)")
 
     def cancel(self, job_id: str) -> None:
         """A client went away: abort its job wherever it runs in this process."""
-        for running in self._running.values():
+        for running in [*self._running.values(), *self._draining]:
             running.worker.cancel(job_id)
 
     def _start(self, config: GatewayConfig, dep: Deployment) -> None:
@@ -145,6 +149,7 @@ class WorkerPool:
         running = self._running.get(dep_id)
         if running is not None and running.task is task:
             del self._running[dep_id]
+        self._draining = [r for r in self._draining if r.task is not task]
         if not task.cancelled() and task.exception() is not None:
             log.error("worker for %s stopped on an error", dep_id, exc_info=task.exception())
             self._crashed.set()

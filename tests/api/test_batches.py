@@ -136,6 +136,8 @@ def test_cancel_midway_keeps_what_ran(
         input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h"
     )
     wait_until(client, created.id, lambda b: b.request_counts and b.request_counts.completed >= 4)
+    with pytest.raises(openai.ConflictError, match="input of"):
+        client.files.delete(file_id)  # the batch still reads it
     cancelling = client.batches.cancel(created.id)
     assert cancelling.status in ("cancelling", "cancelled")
     batch = wait_until(client, created.id, lambda b: b.status == "cancelled")
@@ -169,8 +171,18 @@ def test_bad_batch_requests_get_clear_errors(client: openai.OpenAI, tmp_path: Pa
             endpoint="/v1/chat/completions",
             completion_window="soon",  # type: ignore[arg-type]
         )
+    with pytest.raises(openai.BadRequestError, match="at most 168h"):
+        client.batches.create(
+            input_file_id=file_id,
+            endpoint="/v1/chat/completions",
+            completion_window="99999h",  # type: ignore[arg-type]
+        )
     with pytest.raises(openai.NotFoundError):
         client.batches.retrieve("batch_nope")
+    with pytest.raises(openai.NotFoundError):
+        client.batches.retrieve("index")  # a name that is a key of inferq's, not a batch
+    with pytest.raises(openai.BadRequestError, match="limit"):
+        client.batches.list(limit="\u00b2")  # type: ignore[arg-type]
     with pytest.raises(openai.NotFoundError):
         client.batches.cancel("batch_nope")
     with pytest.raises(openai.BadRequestError, match="purpose"):
