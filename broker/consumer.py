@@ -64,11 +64,14 @@ class Delivery:
 class GroupConsumer:
     """One consumer (a worker's deployment) in a model group's consumer group."""
 
-    def __init__(self, redis: Redis, keys: Keys, group: str, consumer: str) -> None:
+    def __init__(
+        self, redis: Redis, keys: Keys, group: str, consumer: str, provider: str = ""
+    ) -> None:
         self._redis = redis
         self._keys = keys
         self.group = group
         self.consumer = consumer
+        self.provider = provider  # for the usage of results stored here (batch jobs)
         self._streams = {lane: keys.stream(group, lane) for lane in Lane}
         self._lanes = {stream.encode(): lane for lane, stream in self._streams.items()}
 
@@ -124,7 +127,7 @@ class GroupConsumer:
             if job is not None and job.reply_to and reply is not None:
                 pipe.publish(job.reply_to, reply.encode())
             if job is not None and reply is not None:
-                store(pipe, self._keys, job, reply)
+                store(pipe, self._keys, job, reply, provider=self.provider)
             self._ack(pipe, delivery, job)
             await pipe.execute()
 

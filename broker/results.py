@@ -129,9 +129,11 @@ def cancelled_result(job: Job) -> Reply | None:
 
 # The first result of a job stands: a job run twice (a stalled worker's job reclaimed and run
 # again) or settled by its submitter while a worker still ran it is recorded, streamed and
-# counted once. KEYS: result, results stream, submission hash, submission jobs (the last three
-# are the result key again for a job of no submission). ARGV: record, ttl, job id, custom_id,
-# ok (0/1), in a submission (0/1).
+# counted once, and its usage added once to the day's totals (/usage, budgets). KEYS: result,
+# results stream, submission hash, submission jobs (the result key again for a job of no
+# submission), the day's usage index, then N usage hashes. ARGV: record, ttl, job id,
+# custom_id, ok (0/1), in a submission (0/1), N, errors (0/1), prompt tokens, completion
+# tokens, cost, usage ttl, then the N index members.
 _STORE = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) == false then return 0 end
 if ARGV[6] == '1' then
@@ -139,11 +141,26 @@ if ARGV[6] == '1' then
   redis.call('HINCRBY', KEYS[3], ARGV[5] == '1' and 'succeeded' or 'failed', 1)
   for i = 2, 4 do redis.call('EXPIRE', KEYS[i], ARGV[2]) end
 end
+local n = tonumber(ARGV[7])
+for i = 1, n do
+  local k = KEYS[5 + i]
+  redis.call('HINCRBY', k, 'requests', 1)
+  redis.call('HINCRBY', k, 'errors', ARGV[8])
+  redis.call('HINCRBY', k, 'prompt_tokens', ARGV[9])
+  redis.call('HINCRBY', k, 'completion_tokens', ARGV[10])
+  redis.call('HINCRBYFLOAT', k, 'cost', ARGV[11])
+  redis.call('EXPIRE', k, ARGV[12])
+  redis.call('SADD', KEYS[5], ARGV[12 + i])
+end
+if n > 0 then redis.call('EXPIRE', KEYS[5], ARGV[12]) end
 return 1
 """
+# API key dimension of batch usage: the client reached the queue, not the API.
+BATCH_KEY = "batch"
+_USAGE_DAYS = 400
 
 
-def store(pipe: Any, keys: Keys, job: Job, reply: Reply) -> None:
+def store(pipe: Any, keys: Keys, job: Job, reply: Reply, *, provider: str = "") -> None:
     """Queue on `pipe` (a MULTI that also acknowledges the job) the script that makes `reply`
     the durable result of `job`, unless it has one: its record, and its entry on the
     submission's results stream. (EVAL, not EVALSHA: inside MULTI a NOSCRIPT cannot be
@@ -160,7 +177,17 @@ def store(pipe: Any, keys: Keys, job: Job, reply: Reply) -> None:
         else [record] * 3
     )
     args = [outcome.encode(), ttl, job.id, job.custom_id or "", int(outcome.ok), int(bool(sid))]
-    pipe.eval(_STORE, 4, record, *others, *args)
+    # Usage counts what reached a backend (not requests cancelled or refused before).
+    day = time.strftime("%Y-%m-%d", time.gmtime())
+    dims = [("group", reply.group or job.group), ("deployment", reply.deployment or ""),
+            ("provider", provider), ("key", BATCH_KEY)] if reply.deployment else []  # fmt: skip
+    dims = [(d, v) for d, v in dims if v]
+    usage = reply.usage or {}
+    args += [len(dims), int(not outcome.ok), int(usage.get("prompt_tokens") or 0),
+             int(usage.get("completion_tokens") or 0), reply.cost or 0.0,
+             _USAGE_DAYS * 86400, *(f"{d}\t{v}" for d, v in dims)]  # fmt: skip
+    usage_keys = [keys.usage(day, d, v) for d, v in dims]
+    pipe.eval(_STORE, 5 + len(dims), record, *others, keys.usage_index(day), *usage_keys, *args)
 
 
 # Store a result nobody ran (a request refused before it was queued) unless one exists: one

@@ -59,7 +59,9 @@ class DeploymentWorker:
         self._redis = redis
         self._keys = Keys(config.fabric.key_prefix)
         self._provider = provider
-        self._consumer = GroupConsumer(redis, self._keys, deployment.group, self.id)
+        self._consumer = GroupConsumer(
+            redis, self._keys, deployment.group, self.id, deployment.provider.value
+        )
         self._limits = DeploymentLimits(redis, self._keys, deployment.group, deployment.id)
         self._slots_override = slots  # `inferq worker --concurrency`
         self._slots = slots or deployment.max_parallel_requests
@@ -139,6 +141,7 @@ class DeploymentWorker:
         self._config = config
         self.deployment = deployment
         self._provider = provider
+        self._consumer.provider = deployment.provider.value
         self._slots = self._slots_override or deployment.max_parallel_requests
         fabric = config.fabric
         self._lanes.resize(fabric.batch_slots(self._slots), fabric.batch_min_share)

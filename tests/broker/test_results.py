@@ -11,6 +11,7 @@ from broker.keys import Keys
 from broker.messages import ErrorInfo, Job, JobKind, Lane, Reply, ReplyKind
 from broker.results import progress, records, store
 from broker.submit import BatchRequest, Submitter, job_id_for
+from broker.usage import read_days
 from config import parse_config
 
 CONFIG = """
@@ -48,16 +49,27 @@ def batch_job(submission: str, custom_id: str) -> Job:
 async def test_a_job_run_twice_is_recorded_and_counted_once(redis: Redis, prefix: str) -> None:
     keys = Keys(prefix)
     job = batch_job("s1", "q1")
-    first = Reply(job=job.id, seq=0, kind=ReplyKind.DONE, response={"id": "first"})
-    again = Reply(job=job.id, seq=0, kind=ReplyKind.DONE, response={"id": "second"})
+    usage = {"prompt_tokens": 7, "completion_tokens": 3}
+    first = Reply(job=job.id, seq=0, kind=ReplyKind.DONE, response={"id": "first"},
+                  group="g", deployment="g.0", usage=usage, cost=0.25)  # fmt: skip
+    again = first.model_copy(update={"response": {"id": "second"}})
     for reply in (first, again):  # a stalled worker's job, reclaimed and run again
         pipe = redis.pipeline(transaction=True)
-        store(pipe, keys, job, reply)
+        store(pipe, keys, job, reply, provider="openai")
         await pipe.execute()
     stored = (await records(redis, keys, [job.id]))[job.id]
     assert stored is not None and stored.response == {"id": "first"}
     assert (await progress(redis, keys, "s1")).succeeded == 1
     assert await redis.xlen(keys.submission_results("s1")) == 1
+    # Its usage is in the day's totals, once, under every dimension /usage reports.
+    day = time.strftime("%Y-%m-%d", time.gmtime())
+    totals = (await read_days(redis, keys, [day]))[day]
+    expected = {"requests": 1.0, "errors": 0.0, "prompt_tokens": 7.0,
+                "completion_tokens": 3.0, "cost": 0.25}  # fmt: skip
+    assert totals["group"]["g"] == expected
+    assert totals["deployment"]["g.0"] == expected
+    assert totals["provider"]["openai"] == expected
+    assert totals["key"]["batch"] == expected
 
 
 async def test_settle_ends_a_submission_no_worker_will_ever_take(redis: Redis, prefix: str) -> None:
