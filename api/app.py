@@ -110,10 +110,12 @@ def create_app(
 def _add_routes(app: FastAPI) -> None:
     # The inference routes write their access line through the usage Tracker (api/access.py);
     # the others are wrapped by `logged`.
+    # The hot routes are plain Starlette routes: they read the body themselves, so FastAPI's
+    # per-request dependency solving and exit stack would be pure overhead.
     for prefix in ("/v1", ""):
-        app.add_api_route(f"{prefix}/chat/completions", chat_completions, methods=["POST"])
-        app.add_api_route(f"{prefix}/completions", completions, methods=["POST"])
-        app.add_api_route(f"{prefix}/embeddings", embeddings, methods=["POST"])
+        app.add_route(f"{prefix}/chat/completions", chat_completions, methods=["POST"])
+        app.add_route(f"{prefix}/completions", completions, methods=["POST"])
+        app.add_route(f"{prefix}/embeddings", embeddings, methods=["POST"])
         app.add_api_route(f"{prefix}/models", logged(list_models), methods=["GET"])
         app.add_api_route(f"{prefix}/files", logged(batches.upload_file), methods=["POST"])
         app.add_api_route(f"{prefix}/files", logged(batches.list_all_files), methods=["GET"])
