@@ -87,8 +87,8 @@ def _parser() -> argparse.ArgumentParser:
         "worker",
         parents=[common],
         help="run a worker process for a model group or one deployment",
-        description="Pull jobs from a model group's stream and call its backends. "
-        "Example: inferq worker --group local-model",
+        description="Pull jobs from a model group's stream and call its backends; follows "
+        "reloads of the config. Example: inferq worker --group local-model --processes 2",
     )
     worker.add_argument(
         "--group",
@@ -201,7 +201,14 @@ def _parser() -> argparse.ArgumentParser:
         "Example: inferq config check config/minimal_config.yaml",
     )
     cfg_sub = cfg.add_subparsers(dest="action", metavar="ACTION", required=True)
-    check = cfg_sub.add_parser("check", parents=[common], help="validate FILE")
+    check = cfg_sub.add_parser(
+        "check",
+        parents=[common],
+        help="validate FILE",
+        description="Validate a config file: exit 0 and a summary when usable, 2 with every "
+        "problem (each with its YAML path) otherwise. "
+        "Example: inferq config check config/minimal_config.yaml",
+    )
     check.add_argument("file", nargs="?", help="config file (default: --config or its default)")
     return parser
 
