@@ -4,6 +4,7 @@ Each model group has two streams, its lanes: `jobs` (interactive) and `batch`, r
 consumer group; workers take interactive jobs first.
 """
 
+import time
 from dataclasses import dataclass
 
 from redis.exceptions import ResponseError
@@ -72,6 +73,34 @@ async def enqueue(redis: Redis, keys: Keys, job: Job, limit: int | None = None) 
 async def depth(redis: Redis, keys: Keys, group: str) -> QueueDepth:
     """Waiting and running counts for one group."""
     return (await depths(redis, keys, [group]))[group]
+
+
+async def lags(redis: Redis, keys: Keys, groups: list[str]) -> dict[str, float | None]:
+    """Per group, how long its oldest waiting interactive job has waited (seconds; None when
+    none waits), from the id of the first entry no worker has been given: stream ids are
+    their enqueue times in milliseconds."""
+    async with translate_errors():
+        pipe = redis.pipeline(transaction=False)
+        for group in groups:
+            pipe.xinfo_groups(keys.jobs(group))
+        infos = await pipe.execute(raise_on_error=False)
+        pipe = redis.pipeline(transaction=False)
+        for group, info in zip(groups, infos, strict=True):
+            names = (CONSUMER_GROUP, CONSUMER_GROUP.encode())
+            ours = [g for g in info if g.get("name") in names] if isinstance(info, list) else []
+            delivered = ours[0]["last-delivered-id"] if ours else None
+            start = f"({delivered.decode()}" if isinstance(delivered, bytes) else "-"
+            pipe.xrange(keys.jobs(group), min=start, max="+", count=1)
+        firsts = await pipe.execute(raise_on_error=False)
+    now_ms = time.time() * 1000
+    out: dict[str, float | None] = {}
+    for group, first in zip(groups, firsts, strict=True):
+        if isinstance(first, list) and first:
+            enqueued_ms = int(first[0][0].split(b"-")[0])
+            out[group] = round(max(now_ms - enqueued_ms, 0.0) / 1000, 3)
+        else:
+            out[group] = None
+    return out
 
 
 async def depths(redis: Redis, keys: Keys, groups: list[str]) -> dict[str, QueueDepth]:

@@ -12,7 +12,7 @@ import orjson
 from broker.connection import Redis
 from broker.keys import Keys
 from broker.limits import cooldowns
-from broker.queue import depths
+from broker.queue import depths, lags
 from broker.registry import WorkerInfo, live_workers
 from broker.usage import recent_records
 
@@ -23,6 +23,7 @@ class GroupStatus:
 
     waiting: int
     running: int
+    lag_s: float | None  # how long the oldest waiting interactive job has waited
     batch_waiting: int
     batch_running: int
     workers: int
@@ -92,6 +93,7 @@ async def read_status(
     records = [orjson.loads(r) for r in raw]
     per_min = 60.0 / covered
     queues = await depths(redis, keys, list(groups))
+    waited = await lags(redis, keys, list(groups))
     pairs = [(group, dep) for group, deps in groups.items() for dep in deps]
     cooling = await cooldowns(redis, keys, pairs)
     deployments = {
@@ -105,6 +107,7 @@ async def read_status(
         table[name] = GroupStatus(
             waiting=queues[name].waiting,
             running=queues[name].running,
+            lag_s=waited[name],
             batch_waiting=queues[name].batch_waiting,
             batch_running=queues[name].batch_running,
             workers=len(mine),

@@ -31,8 +31,8 @@ async def collect(config: GatewayConfig, redis_url: str) -> dict[str, Any]:
 def render(status: dict[str, Any]) -> str:
     """The status as a fixed-width table."""
     head = (
-        f"{'group':<22}{'waiting':>8}{'running':>8}{'batch':>8}{'workers':>8}{'slots':>6}"
-        f"{'busy':>6}{'req/min':>8}{'p50 ms':>8}  notes"
+        f"{'group':<22}{'waiting':>8}{'lag s':>7}{'running':>8}{'batch':>8}{'workers':>8}"
+        f"{'slots':>6}{'busy':>6}{'req/min':>8}{'p50 ms':>8}  notes"
     )
     lines = [head, "-" * len(head)]
     for name, g in status["groups"].items():
@@ -44,8 +44,9 @@ def render(status: dict[str, Any]) -> str:
         notes += [f"{d} cooling {s}s" for d, s in g["cooldowns"].items()]
         p50 = "-" if g["p50_ms"] is None else f"{g['p50_ms']:.0f}"
         batch = f"{g['batch_waiting']}+{g['batch_running']}"
+        lag = "-" if g["lag_s"] is None else f"{g['lag_s']:.1f}"
         lines.append(
-            f"{name:<22}{g['waiting']:>8}{g['running']:>8}{batch:>8}{g['workers']:>8}"
+            f"{name:<22}{g['waiting']:>8}{lag:>7}{g['running']:>8}{batch:>8}{g['workers']:>8}"
             f"{g['slots']:>6}{g['in_flight']:>6}{g['requests_per_min']:>8}{p50:>8}"
             f"  {'; '.join(notes)}"
         )

@@ -1,5 +1,6 @@
 """The fabric's status from Redis: rates and latency from the last minute's usage records."""
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 
@@ -7,7 +8,10 @@ import orjson
 import pytest
 
 from broker.connection import Redis, connect
+from broker.consumer import GroupConsumer
 from broker.keys import Keys
+from broker.messages import Job
+from broker.queue import enqueue, ensure_group
 from broker.status import read_status
 
 GROUPS = {"busy": ["busy.0"], "quiet": ["quiet.0"]}
@@ -51,3 +55,21 @@ async def test_a_busy_minute_is_estimated_from_its_latest_requests(
     assert status.sampled
     assert 110 <= status.requests_per_min <= 130  # the 30 latest cover about 15 s
     assert status.groups["busy"].p50_ms == 105.5  # the latest 30: latencies 91..120
+
+
+async def test_lag_is_how_long_the_oldest_waiting_job_has_waited(redis: Redis, prefix: str) -> None:
+    keys = Keys(prefix)
+    assert (await read_status(redis, keys, GROUPS)).groups["quiet"].lag_s is None
+    now = time.time()
+    for n in range(2):
+        job = Job(id=f"j{n}", model="quiet", group="quiet", body={}, created=now,
+                  deadline=now + 60)  # fmt: skip
+        await enqueue(redis, keys, job)
+        await asyncio.sleep(0.3)
+    lag = (await read_status(redis, keys, GROUPS)).groups["quiet"].lag_s
+    assert lag is not None and 0.55 <= lag < 5  # the first job's wait, not the second's
+    await ensure_group(redis, keys, "quiet")
+    taken = await GroupConsumer(redis, keys, "quiet", "w").read(1, None)  # a worker takes one
+    assert [d.job.id for d in taken if d.job] == ["j0"]
+    lag = (await read_status(redis, keys, GROUPS)).groups["quiet"].lag_s
+    assert lag is not None and 0.25 <= lag < 0.55  # now the second one's
