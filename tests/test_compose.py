@@ -3,10 +3,11 @@ services run inferq commands the CLI accepts, for groups the shipped config has.
 
 from pathlib import Path
 
+import pytest
 import yaml
 
 from config import load_config
-from config.runtime import DEFAULT_CONFIG
+from config.runtime import DEFAULT_CONFIG, runtime_env
 from inferq.cli import _parser
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,6 +21,13 @@ def test_services_and_ports() -> None:
     )
     assert services["api"]["ports"] == ["8001:8001"]
     assert services["api"]["environment"]["REDIS_URL"] == "redis://redis:6379/0"
+
+
+def test_containers_log_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("api", "worker-local", "worker-openai", "worker-anthropic"):
+        value = COMPOSE["services"][name]["environment"]["INFERQ_LOG_JSON"]
+        monkeypatch.setenv("INFERQ_LOG_JSON", value)
+        assert runtime_env(None).log_json, (name, value)
 
 
 def test_every_inferq_command_is_one_the_cli_accepts_for_groups_that_exist() -> None:
