@@ -6,12 +6,13 @@ The routes only store and read records; `api/batch_driver.py` runs the batches.
 import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from api.errors import GatewayError, InvalidRequest
+from api.requests import parse_body, validate
 from api.state import gateway
 from broker.batches import (
     BATCH_ID,
@@ -170,12 +171,7 @@ async def remove_file(request: Request) -> Response:
 async def create(request: Request) -> Response:
     """`POST /v1/batches`: check the request, record the batch; a driver takes it from there."""
     gw = gateway(request)
-    try:
-        body = BatchCreate.model_validate_json(await request.body())
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        param = ".".join(str(p) for p in first["loc"])
-        raise InvalidRequest(f"Invalid request: {param}: {first['msg']}", param=param) from None
+    body = validate(BatchCreate, parse_body(await request.body()))
     if body.endpoint not in KINDS:
         raise InvalidRequest(
             f"endpoint must be one of {', '.join(KINDS)}, not {body.endpoint!r}", param="endpoint"

@@ -85,3 +85,13 @@ async def live_workers(redis: Redis, keys: Keys) -> list[WorkerInfo]:
         except (KeyError, ValueError):
             continue  # a half-written or foreign hash is not a live worker
     return result
+
+
+async def served_from(redis: Redis, keys: Keys, groups: list[str]) -> list[str]:
+    """`groups` from the first one a live worker serves (a fallback nobody serves would only
+    make a job wait for its deadline); empty when none is served."""
+    alive = {w.group for w in await live_workers(redis, keys)}
+    for i, group in enumerate(groups):
+        if group in alive:
+            return groups[i:]
+    return []

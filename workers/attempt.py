@@ -61,19 +61,38 @@ class ReplyWriter:
             return
         reply = self.reply(ReplyKind.DELTA, chunks=chunks, tokens=tokens)
         await self._consumer.publish(self._job, reply)
-        for choices in chunks:
-            for choice in choices:
-                if choice.get("index", 0) == 0:
-                    self.text += choice_text(choice)
-                if (choice.get("delta") or {}).get("tool_calls"):
-                    self.tool_output = True
+        self.text += chunks_text(chunks)
+        if any((c.get("delta") or {}).get("tool_calls") for choices in chunks for c in choices):
+            self.tool_output = True
 
 
-def choice_text(choice: dict[str, Any]) -> str:
-    """The text a streamed choice adds: `delta.content` (chat) or `text` (completions)."""
-    if "delta" in choice:
-        return str((choice.get("delta") or {}).get("content") or "")
-    return str(choice.get("text") or "")
+def chunks_text(chunks: list[list[dict[str, Any]]]) -> str:
+    """The assistant text (choice 0) that streamed chunks add: `delta.content` (chat) or
+    `text` (completions)."""
+    parts = []
+    for choices in chunks:
+        for choice in choices:
+            if choice.get("index", 0) != 0:
+                continue
+            if "delta" in choice:
+                parts.append(str((choice.get("delta") or {}).get("content") or ""))
+            else:
+                parts.append(str(choice.get("text") or ""))
+    return "".join(parts)
+
+
+def carried_on(job: Job, *, seq: int, text: str, tokens: int, **changes: Any) -> Job:
+    """`job` to go on elsewhere after its client received `text` (about `tokens` tokens) in
+    reply messages numbered up to `seq - 1`: the next holder continues the sequence and the
+    answer, and is asked only for the tokens still due."""
+    carry = {"seq": seq, "prefix": job.prefix + text, "prefix_tokens": job.prefix_tokens + tokens}
+    return job.model_copy(update={**carry, **changes})
+
+
+def resumed(job: Job, sent: list[Reply]) -> Job:
+    """`job` carried on after the messages `sent`, recorded by a holder that died."""
+    text = "".join(chunks_text(r.chunks or []) for r in sent)
+    return carried_on(job, seq=sent[-1].seq + 1, text=text, tokens=sum(r.tokens or 0 for r in sent))
 
 
 def backend_body(job: Job, deployment: Deployment) -> dict[str, Any]:

@@ -22,10 +22,10 @@ from broker.keys import Keys
 from broker.limits import DeploymentLimits
 from broker.messages import Attempt, ErrorInfo, Job, ReplyKind
 from broker.queue import ensure_group
-from broker.registry import WorkerInfo, deregister, heartbeat, live_workers
+from broker.registry import WorkerInfo, deregister, heartbeat, served_from
 from broker.results import cancelled_result, is_cancelled
 from config import Deployment, GatewayConfig
-from workers.attempt import ReplyWriter, choice_text, run_attempt
+from workers.attempt import ReplyWriter, carried_on, resumed, run_attempt
 from workers.errors import ProviderError
 from workers.lanes import LaneScheduler
 from workers.policy import Action, next_step
@@ -274,22 +274,7 @@ class DeploymentWorker:
         if delivery.times_delivered <= 1 or not job.stream:
             return job
         sent = await self._consumer.progress(job)
-        if not sent:
-            return job
-        text = "".join(
-            choice_text(c)
-            for r in sent
-            for choices in r.chunks or []
-            for c in choices
-            if c.get("index", 0) == 0
-        )
-        return job.model_copy(
-            update={
-                "seq": sent[-1].seq + 1,
-                "prefix": job.prefix + text,
-                "prefix_tokens": job.prefix_tokens + sum(r.tokens or 0 for r in sent),
-            }
-        )
+        return resumed(job, sent) if sent else job
 
     async def _serve_job(self, delivery: Delivery, job: Job) -> None:
         picked_up = time.time()
@@ -299,9 +284,7 @@ class DeploymentWorker:
             error = ErrorInfo(
                 status=504, type="timeout", code="timeout", message="request timed out while queued"
             )
-            self.failed += 1
-            await self._consumer.complete(delivery, job, writer.reply(ReplyKind.ERROR, error=error))
-            self._finished(job, 504, None)
+            await self._answer_error(delivery, job, writer, error, None)
             return
         began = time.monotonic()
         try:
@@ -314,9 +297,7 @@ class DeploymentWorker:
         except Exception:
             log.exception("%s: unexpected error on %s", _tag(job), dep.id)
             error = ErrorInfo(status=500, type="api_error", message="internal error in the worker")
-            self.failed += 1
-            await self._consumer.complete(delivery, job, writer.reply(ReplyKind.ERROR, error=error))
-            self._finished(job, 500, began)
+            await self._answer_error(delivery, job, writer, error, began)
             return
         usage = done.usage or {}
         done = done.model_copy(
@@ -331,6 +312,19 @@ class DeploymentWorker:
         self._finished(job, 200, began)
         if dep.tpm and done.usage:
             await self._limits.add_tokens(int(done.usage.get("total_tokens") or 0))
+
+    async def _answer_error(
+        self,
+        delivery: Delivery,
+        job: Job,
+        writer: ReplyWriter,
+        error: ErrorInfo,
+        began: float | None,
+    ) -> None:
+        """End the job with `error` as its answer."""
+        self.failed += 1
+        await self._consumer.complete(delivery, job, writer.reply(ReplyKind.ERROR, error=error))
+        self._finished(job, error.status, began)
 
     def _finished(self, job: Job, status: int, began: float | None) -> None:
         """The job's last line, at DEBUG: off by default, the hot path pays nothing for it."""
@@ -374,35 +368,14 @@ class DeploymentWorker:
         elif (
             step.action is Action.FALLBACK
             and not writer.tool_output  # a half-sent tool call cannot be carried on
-            and (served := await self._served(job.fallbacks))
+            and (served := await served_from(self._redis, self._keys, job.fallbacks))
         ):
-            moved = job.model_copy(
-                update={
-                    "attempts": attempts,
-                    "group": served[0],
-                    "fallbacks": served[1:],
-                    "retries": 0,
-                    "seq": writer.seq,
-                    "prefix": job.prefix + writer.text,
-                    "prefix_tokens": job.prefix_tokens + writer.tokens,
-                }
-            )
+            moved = carried_on(job, seq=writer.seq, text=writer.text, tokens=writer.tokens,
+                               attempts=attempts, group=served[0], fallbacks=served[1:],
+                               retries=0)  # fmt: skip
             await self._consumer.move_to(delivery, moved)
         else:
-            self.failed += 1
-            await self._consumer.complete(
-                delivery, job, writer.reply(ReplyKind.ERROR, error=exc.info())
-            )
-            self._finished(job, exc.status, began)
-
-    async def _served(self, groups: list[str]) -> list[str]:
-        """The groups from the first one a live worker serves (a fallback nobody serves would
-        only wait for the request's deadline)."""
-        alive = {w.group for w in await live_workers(self._redis, self._keys)}
-        for i, group in enumerate(groups):
-            if group in alive:
-                return groups[i:]
-        return []
+            await self._answer_error(delivery, job, writer, exc.info(), began)
 
     async def _count_failure(self, job: Job) -> None:
         router = self._config.router
