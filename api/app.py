@@ -14,31 +14,31 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from api import batches
-from api.access import finish_response, logged
-from api.auth import MasterKeyAuth
-from api.batch_driver import BatchDriver
-from api.budgets import BudgetView
-from api.chat import chat_completions, completions, embeddings
-from api.errors import GatewayError, InvalidRequest, NotFound, Unavailable
-from api.health import health, liveliness, readiness
-from api.limits import BodyLimit
-from api.live import LiveGroups
-from api.messages import messages
-from api.models import list_models
-from api.observe import metrics, usage_report
-from api.state import CurrentConfig, Gateway
-from api.ui import Dashboard
-from api.usage import Metrics, UsageRecorder
-from broker.cache import ResponseCache
-from broker.connection import Redis, connect
-from broker.control import Reloader
-from broker.errors import BrokerError, BrokerUnavailable
-from broker.keys import Keys
-from broker.replies import ReplyDispatcher
-from broker.subscriber import Subscriber
-from config import CacheConfig, GatewayConfig
-from config.reload import ConfigFile
+from inferq.api.accounting.budgets import BudgetView
+from inferq.api.accounting.usage import Metrics, UsageRecorder
+from inferq.api.batch import routes as batches
+from inferq.api.batch.driver import BatchDriver
+from inferq.api.errors import GatewayError, InvalidRequest, NotFound, Unavailable
+from inferq.api.inference.chat import chat_completions, completions, embeddings
+from inferq.api.inference.live import LiveGroups
+from inferq.api.inference.messages import messages
+from inferq.api.inference.models import list_models
+from inferq.api.middleware.access import finish_response, logged
+from inferq.api.middleware.auth import MasterKeyAuth
+from inferq.api.middleware.body_limit import BodyLimit
+from inferq.api.ops.health import health, liveliness, readiness
+from inferq.api.ops.observe import metrics, usage_report
+from inferq.api.ops.ui import Dashboard
+from inferq.api.state import CurrentConfig, Gateway
+from inferq.broker.connection import Redis, connect
+from inferq.broker.errors import BrokerError, BrokerUnavailable
+from inferq.broker.jobs.cache import ResponseCache
+from inferq.broker.jobs.replies import ReplyDispatcher
+from inferq.broker.keys import Keys
+from inferq.broker.ops.control import Reloader
+from inferq.broker.subscriber import Subscriber
+from inferq.config import CacheConfig, GatewayConfig
+from inferq.config.reload import ConfigFile
 
 log = logging.getLogger("inferq.api")
 
@@ -108,8 +108,8 @@ def create_app(
 
 
 def _add_routes(app: FastAPI) -> None:
-    # The inference routes write their access line through the usage Tracker (api/access.py);
-    # the others are wrapped by `logged`.
+    # The inference routes write their access line through the usage Tracker
+    # (api/middleware/access.py); the others are wrapped by `logged`.
     # The hot routes are plain Starlette routes: they read the body themselves, so FastAPI's
     # per-request dependency solving and exit stack would be pure overhead.
     for prefix in ("/v1", ""):

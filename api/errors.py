@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 from starlette.responses import Response
 
-from broker.messages import Reply
+from inferq.broker.messages import Reply
 
 
 class GatewayError(Exception):

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import uvicorn
 
-from api.app import create_app
-from config import GatewayConfig
-from config.reload import ConfigFile
+from inferq.api.app import create_app
+from inferq.config import GatewayConfig
+from inferq.config.reload import ConfigFile
 
 
 def run(
@@ -27,8 +27,9 @@ def run(
         port=port,
         loop="uvloop",
         http="httptools",
-        # inferq writes one access line per request itself (api/access.py), and uvicorn's own
-        # records go through the handler `inferq.logs` set up, in its format, exactly once.
+        # inferq writes one access line per request itself (api/middleware/access.py), and
+        # uvicorn's own records go through the handler `inferq.cli.logs` set up, in its format,
+        # exactly once.
         access_log=False,
         log_config=None,
         log_level=log_level.lower(),

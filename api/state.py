@@ -8,17 +8,17 @@ from typing import Any
 
 from starlette.requests import Request
 
-from api.batch_driver import BatchDriver
-from api.budgets import BudgetView
-from api.live import LiveGroups
-from api.usage import UsageRecorder
-from broker.cache import ResponseCache
-from broker.cancel import cancel
-from broker.connection import Redis
-from broker.errors import BrokerError
-from broker.keys import Keys
-from broker.replies import ReplyDispatcher
-from config import GatewayConfig
+from inferq.api.accounting.budgets import BudgetView
+from inferq.api.accounting.usage import UsageRecorder
+from inferq.api.batch.driver import BatchDriver
+from inferq.api.inference.live import LiveGroups
+from inferq.broker.connection import Redis
+from inferq.broker.errors import BrokerError
+from inferq.broker.jobs.cache import ResponseCache
+from inferq.broker.jobs.cancel import cancel
+from inferq.broker.jobs.replies import ReplyDispatcher
+from inferq.broker.keys import Keys
+from inferq.config import GatewayConfig
 
 log = logging.getLogger("inferq.api")
 

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.run import BYPASS, CLIENT_CPU, FABRIC_CPU, KEY, load, pinned, wait_port
-from broker.connection import connect
-from broker.keys import Keys
-from broker.queue import QueueDepth, depths
-from inferq.local import EmbeddedRedis, free_port
+from inferq.broker.connection import connect
+from inferq.broker.jobs.queue import QueueDepth, depths
+from inferq.broker.keys import Keys
+from inferq.cli.local import EmbeddedRedis, free_port
 
 CONFIG = """
 model_list:

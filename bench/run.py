@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from inferq.local import EmbeddedRedis, free_port, port_open
+from inferq.cli.local import EmbeddedRedis, free_port, port_open
 
 KEY = "sk-bench"
 CLIENT_CPU, FABRIC_CPU = "0", "1"

@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import orjson
 
-from inferq.local import EmbeddedRedis, free_port, port_open
+from inferq.cli.local import EmbeddedRedis, free_port, port_open
 from tests.support.fake_backend import BackendThread, FakeBackend
 
 KEY = "sk-soak"

@@ -5,9 +5,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from broker.errors import InvalidBody
-from broker.messages import JobKind
-from config.errors import error_path
+from inferq.broker.errors import InvalidBody
+from inferq.broker.messages import JobKind
+from inferq.config.errors import error_path
 
 # Request fields that steer the gateway (LiteLLM's, mostly) and never reach a backend.
 # `api_base`/`api_key`/`base_url` in particular must not let a client redirect a deployment.

@@ -10,7 +10,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from broker.errors import BrokerRefused, BrokerUnavailable
+from inferq.broker.errors import BrokerRefused, BrokerUnavailable
 
 Redis = aioredis.Redis
 PubSub = aioredis.client.PubSub

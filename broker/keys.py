@@ -5,7 +5,7 @@ Keys of one model group share a hash tag (`{group}`) so they land in one Redis C
 
 from dataclasses import dataclass
 
-from broker.messages import Lane
+from inferq.broker.messages import Lane
 
 CONSUMER_GROUP = "workers"
 JOB_FIELD = b"job"

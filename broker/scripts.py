@@ -5,7 +5,7 @@ from typing import Any
 
 from redis.exceptions import NoScriptError
 
-from broker.connection import Redis
+from inferq.broker.connection import Redis
 
 
 class LuaScript:

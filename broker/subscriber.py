@@ -5,7 +5,7 @@ import logging
 from collections.abc import Callable, Mapping
 from contextlib import suppress
 
-from broker.connection import UNAVAILABLE, PubSub, Redis
+from inferq.broker.connection import UNAVAILABLE, PubSub, Redis
 
 log = logging.getLogger("inferq.broker")
 

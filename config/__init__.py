@@ -1,8 +1,8 @@
 """Configuration: LiteLLM-format YAML parsed once into frozen, typed objects."""
 
-from config.errors import ConfigError
-from config.loader import load_config, parse_config
-from config.model import (
+from inferq.config.errors import ConfigError
+from inferq.config.loader import load_config, parse_config
+from inferq.config.model import (
     Alias,
     CacheConfig,
     Deployment,
@@ -11,7 +11,7 @@ from config.model import (
     Route,
     RouterConfig,
 )
-from config.runtime import RuntimeEnv, runtime_env
+from inferq.config.runtime import RuntimeEnv, runtime_env
 
 __all__ = [
     "Alias",

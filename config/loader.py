@@ -9,9 +9,9 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from config.envsubst import substitute
-from config.errors import ConfigError, error_path
-from config.model import (
+from inferq.config.envsubst import substitute
+from inferq.config.errors import ConfigError, error_path
+from inferq.config.model import (
     DEFAULT_API_BASE,
     Alias,
     Budget,
@@ -22,7 +22,7 @@ from config.model import (
     Provider,
     RouterConfig,
 )
-from config.schema import ConfigFile, ModelEntry, SettingsSection
+from inferq.config.schema import ConfigFile, ModelEntry, SettingsSection
 
 log = logging.getLogger("inferq.config")
 

@@ -7,7 +7,7 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import urlparse
 
-from config.errors import NoUsableGroup, UnknownModel
+from inferq.config.errors import NoUsableGroup, UnknownModel
 
 
 class Provider(StrEnum):

@@ -4,8 +4,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from config.loader import load_config
-from config.model import GatewayConfig
+from inferq.config.loader import load_config
+from inferq.config.model import GatewayConfig
 
 
 @dataclass(frozen=True)

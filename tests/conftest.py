@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from inferq.local import EmbeddedRedis, redis_answers
+from inferq.cli.local import EmbeddedRedis, redis_answers
 from tests.support.fake_backend import BackendThread, Behaviour, FakeBackend
 
 _DEFAULT = "redis://127.0.0.1:6379/15"

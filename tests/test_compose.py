@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from config import load_config
-from config.runtime import DEFAULT_CONFIG, runtime_env
-from inferq.cli import _parser
+from inferq.cli.main import _parser
+from inferq.config import load_config
+from inferq.config.runtime import DEFAULT_CONFIG, runtime_env
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = yaml.safe_load((ROOT / "compose" / "docker-compose.yml").read_text())

@@ -6,7 +6,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from inferq.local import LlamaServer
+from inferq.cli.local import LlamaServer
 from tests.support.fabric import MASTER_KEY, Fabric
 
 pytestmark = pytest.mark.llama

@@ -4,7 +4,7 @@ import json
 import logging
 import sys
 
-from inferq.logs import JsonFormatter, TextFormatter, render_fields
+from inferq.cli.logs import JsonFormatter, TextFormatter, render_fields
 
 
 def record(msg: str, *args: object, fields: dict[str, object] | None = None) -> logging.LogRecord:

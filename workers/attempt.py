@@ -9,13 +9,13 @@ import math
 import time
 from typing import Any
 
-from broker.consumer import GroupConsumer
-from broker.messages import Job, JobKind, Reply, ReplyKind
-from config import Deployment
-from workers.coalesce import Coalescer
-from workers.errors import BackendProtocolError, BackendTimeout
-from workers.providers import Provider
-from workers.usage import counted_usage
+from inferq.broker.jobs.consumer import GroupConsumer
+from inferq.broker.messages import Job, JobKind, Reply, ReplyKind
+from inferq.config import Deployment
+from inferq.workers.coalesce import Coalescer
+from inferq.workers.errors import BackendProtocolError, BackendTimeout
+from inferq.workers.providers import Provider
+from inferq.workers.usage import counted_usage
 
 # Fields a client may send that are for the gateway, not the backend.
 _GATEWAY_FIELDS = frozenset({"stream_options"})

@@ -8,7 +8,7 @@ ProviderError (status, type, retryable)
   └── BackendProtocolError unparseable body, truncated stream  502, retryable
 """
 
-from broker.messages import ErrorInfo
+from inferq.broker.messages import ErrorInfo
 
 
 class ProviderError(Exception):

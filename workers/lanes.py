@@ -12,8 +12,8 @@ other pending entry.
 from collections import deque
 from dataclasses import dataclass
 
-from broker.consumer import Delivery, EntryKey
-from broker.messages import Lane
+from inferq.broker.jobs.consumer import Delivery, EntryKey
+from inferq.broker.messages import Lane
 
 # While batch jobs fill their share of the slots, a finishing one must be replaced promptly,
 # but the worker can only wait on Redis for new interactive jobs: it looks again this often.

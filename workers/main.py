@@ -10,15 +10,15 @@ from pathlib import Path
 
 import httpx
 
-from broker.cancel import CancelListener
-from broker.connection import connect
-from broker.control import Reloader
-from broker.keys import Keys
-from broker.subscriber import Subscriber
-from config import GatewayConfig
-from config.reload import ConfigFile
-from workers.pool import Selection, WorkerPool
-from workers.transport import AiohttpTransport
+from inferq.broker.connection import connect
+from inferq.broker.jobs.cancel import CancelListener
+from inferq.broker.keys import Keys
+from inferq.broker.ops.control import Reloader
+from inferq.broker.subscriber import Subscriber
+from inferq.config import GatewayConfig
+from inferq.config.reload import ConfigFile
+from inferq.workers.pool import Selection, WorkerPool
+from inferq.workers.transport import AiohttpTransport
 
 log = logging.getLogger("inferq.worker")
 

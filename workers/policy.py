@@ -4,8 +4,8 @@ import random
 from dataclasses import dataclass
 from enum import StrEnum
 
-from broker.messages import Job
-from workers.errors import ProviderError
+from inferq.broker.messages import Job
+from inferq.workers.errors import ProviderError
 
 _BASE_BACKOFF = 0.5
 _MAX_BACKOFF = 8.0

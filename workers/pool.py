@@ -8,10 +8,10 @@ from dataclasses import dataclass
 
 import httpx
 
-from broker.connection import Redis
-from config import Deployment, GatewayConfig
-from workers.providers import provider_for
-from workers.worker import DeploymentWorker
+from inferq.broker.connection import Redis
+from inferq.config import Deployment, GatewayConfig
+from inferq.workers.providers import provider_for
+from inferq.workers.worker import DeploymentWorker
 
 log = logging.getLogger("inferq.worker")
 

@@ -1,7 +1,7 @@
 """What a call cost: a built-in price table for common cloud models, config overrides, and
 zero for models on this machine."""
 
-from config import Deployment
+from inferq.config import Deployment
 
 # USD per million tokens (input, output), longest matching prefix of the upstream model id wins.
 PRICES: dict[str, tuple[float, float]] = {

@@ -15,22 +15,22 @@ import socket
 import time
 from collections.abc import Callable
 
-from broker.connection import Redis
-from broker.consumer import Delivery, EntryKey, GroupConsumer
-from broker.errors import BrokerError
-from broker.keys import Keys
-from broker.limits import DeploymentLimits
-from broker.messages import Attempt, ErrorInfo, Job, ReplyKind
-from broker.queue import ensure_group
-from broker.registry import WorkerInfo, deregister, heartbeat, served_from
-from broker.results import cancelled_result, is_cancelled
-from config import Deployment, GatewayConfig
-from workers.attempt import ReplyWriter, carried_on, resumed, run_attempt
-from workers.errors import ProviderError
-from workers.lanes import LaneScheduler
-from workers.policy import Action, next_step
-from workers.pricing import cost
-from workers.providers import Provider
+from inferq.broker.connection import Redis
+from inferq.broker.errors import BrokerError
+from inferq.broker.jobs.consumer import Delivery, EntryKey, GroupConsumer
+from inferq.broker.jobs.queue import ensure_group
+from inferq.broker.jobs.results import cancelled_result, is_cancelled
+from inferq.broker.keys import Keys
+from inferq.broker.messages import Attempt, ErrorInfo, Job, ReplyKind
+from inferq.broker.ops.limits import DeploymentLimits
+from inferq.broker.ops.registry import WorkerInfo, deregister, heartbeat, served_from
+from inferq.config import Deployment, GatewayConfig
+from inferq.workers.attempt import ReplyWriter, carried_on, resumed, run_attempt
+from inferq.workers.errors import ProviderError
+from inferq.workers.lanes import LaneScheduler
+from inferq.workers.policy import Action, next_step
+from inferq.workers.pricing import cost
+from inferq.workers.providers import Provider
 
 log = logging.getLogger("inferq.worker")
 

@@ -13,7 +13,7 @@ import httpx
 import orjson
 import pytest
 
-from api.access import FIELDS
+from inferq.api.middleware.access import FIELDS
 from tests.support.fabric import CONFIG, MASTER_KEY, Fabric, running, write_config
 from tests.support.fake_backend import Behaviour, FakeBackend
 

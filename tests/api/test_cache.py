@@ -228,8 +228,8 @@ def test_single_flight_two_concurrent_requests_one_backend_call(
 
 
 def test_cache_params_host_puts_the_cache_on_its_own_redis() -> None:
-    from api.app import cache_url
-    from config import parse_config
+    from inferq.api.app import cache_url
+    from inferq.config import parse_config
 
     text = "model_list:\n  - model_name: m\n    litellm_params: {model: openai/x, api_base: 'http://127.0.0.1:1/v1'}\n"
     own = parse_config(

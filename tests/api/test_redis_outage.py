@@ -7,7 +7,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from inferq.local import EmbeddedRedis, free_port
+from inferq.cli.local import EmbeddedRedis, free_port
 from tests.support.fabric import MASTER_KEY, Fabric, write_config
 from tests.support.fake_backend import FakeBackend
 

@@ -14,10 +14,10 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-from broker.connection import connect
-from broker.keys import Keys
-from broker.messages import Job
-from broker.queue import enqueue
+from inferq.broker.connection import connect
+from inferq.broker.jobs.queue import enqueue
+from inferq.broker.keys import Keys
+from inferq.broker.messages import Job
 from tests.support.fabric import MASTER_KEY, Fabric
 from tests.support.fake_backend import FakeBackend
 

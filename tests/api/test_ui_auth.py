@@ -7,11 +7,11 @@ from starlette.middleware import Middleware
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from api import session
-from api.auth import MasterKeyAuth
-from api.state import CurrentConfig
-from api.ui import Dashboard
-from config import parse_config
+from inferq.api.middleware.auth import MasterKeyAuth
+from inferq.api.ops import session
+from inferq.api.ops.ui import Dashboard
+from inferq.api.state import CurrentConfig
+from inferq.config import parse_config
 
 KEY = "sk-dashboard-test"
 

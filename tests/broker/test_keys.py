@@ -1,6 +1,6 @@
 """Key names: one prefix, and a hash tag per model group for Redis Cluster."""
 
-from broker.keys import Keys
+from inferq.broker.keys import Keys
 
 
 def test_group_keys_share_a_hash_tag() -> None:

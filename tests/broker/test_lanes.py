@@ -7,14 +7,14 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from broker.connection import Redis, connect
-from broker.consumer import GroupConsumer
-from broker.errors import QueueFull
-from broker.keys import CONSUMER_GROUP, Keys
-from broker.messages import ErrorInfo, Job, Lane, Reply, ReplyKind
-from broker.queue import depth, enqueue, ensure_group
-from broker.registry import WorkerInfo, heartbeat
-from broker.results import Outcome, finished, progress
+from inferq.broker.connection import Redis, connect
+from inferq.broker.errors import QueueFull
+from inferq.broker.jobs.consumer import GroupConsumer
+from inferq.broker.jobs.queue import depth, enqueue, ensure_group
+from inferq.broker.jobs.results import Outcome, finished, progress
+from inferq.broker.keys import CONSUMER_GROUP, Keys
+from inferq.broker.messages import ErrorInfo, Job, Lane, Reply, ReplyKind
+from inferq.broker.ops.registry import WorkerInfo, heartbeat
 
 
 @pytest.fixture

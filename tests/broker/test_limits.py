@@ -4,9 +4,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from broker.connection import Redis, connect
-from broker.keys import Keys
-from broker.limits import DeploymentLimits
+from inferq.broker.connection import Redis, connect
+from inferq.broker.keys import Keys
+from inferq.broker.ops.limits import DeploymentLimits
 
 
 @pytest.fixture

@@ -5,11 +5,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from broker.connection import Redis, connect
-from broker.errors import ReplyLost
-from broker.keys import Keys
-from broker.messages import Reply, ReplyKind
-from broker.replies import ReplyDispatcher
+from inferq.broker.connection import Redis, connect
+from inferq.broker.errors import ReplyLost
+from inferq.broker.jobs.replies import ReplyDispatcher
+from inferq.broker.keys import Keys
+from inferq.broker.messages import Reply, ReplyKind
 
 
 @pytest.fixture

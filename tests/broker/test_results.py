@@ -6,13 +6,13 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from broker.connection import Redis, connect
-from broker.keys import Keys
-from broker.messages import ErrorInfo, Job, JobKind, Lane, Reply, ReplyKind
-from broker.results import progress, records, store
-from broker.submit import BatchRequest, Submitter, job_id_for
-from broker.usage import read_days
-from config import parse_config
+from inferq.broker.batch.submit import BatchRequest, Submitter, job_id_for
+from inferq.broker.connection import Redis, connect
+from inferq.broker.jobs.results import progress, records, store
+from inferq.broker.keys import Keys
+from inferq.broker.messages import ErrorInfo, Job, JobKind, Lane, Reply, ReplyKind
+from inferq.broker.ops.usage import read_days
+from inferq.config import parse_config
 
 CONFIG = """
 model_list:

@@ -7,12 +7,12 @@ from collections.abc import AsyncIterator
 import orjson
 import pytest
 
-from broker.connection import Redis, connect
-from broker.consumer import GroupConsumer
-from broker.keys import Keys
-from broker.messages import Job
-from broker.queue import enqueue, ensure_group
-from broker.status import read_status
+from inferq.broker.connection import Redis, connect
+from inferq.broker.jobs.consumer import GroupConsumer
+from inferq.broker.jobs.queue import enqueue, ensure_group
+from inferq.broker.keys import Keys
+from inferq.broker.messages import Job
+from inferq.broker.ops.status import read_status
 
 GROUPS = {"busy": ["busy.0"], "quiet": ["quiet.0"]}
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from config import ConfigError, load_config, parse_config
-from config.loader import split_model
-from config.model import Provider
-from config.runtime import DEFAULT_CONFIG
+from inferq.config import ConfigError, load_config, parse_config
+from inferq.config.loader import split_model
+from inferq.config.model import Provider
+from inferq.config.runtime import DEFAULT_CONFIG
 
 BASE = """
 model_list:

@@ -10,11 +10,11 @@ from collections.abc import Callable
 
 import redis as sync_redis
 
-from broker.connection import connect
-from broker.keys import CONSUMER_GROUP, Keys
-from broker.messages import JobKind
-from broker.submit import BatchRequest, Submitter
-from config import load_config
+from inferq.broker.batch.submit import BatchRequest, Submitter
+from inferq.broker.connection import connect
+from inferq.broker.keys import CONSUMER_GROUP, Keys
+from inferq.broker.messages import JobKind
+from inferq.config import load_config
 from tests.faults.conftest import deployment, models, settings
 from tests.support.fabric import Fabric
 from tests.support.fake_backend import FakeBackend

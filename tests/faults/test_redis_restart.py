@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import httpx
 
-from inferq.local import EmbeddedRedis
+from inferq.cli.local import EmbeddedRedis
 from tests.faults.conftest import AUTH, deployment, models, settings
 from tests.support.fabric import Fabric
 from tests.support.fake_backend import FakeBackend

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from inferq.local import free_port
+from inferq.cli.local import free_port
 
 MASTER_KEY = "sk-test-master"
 

@@ -2,8 +2,12 @@
 
 import orjson
 
-from config import parse_config
-from workers.providers.anthropic_wire import StreamTranslator, to_completion, to_messages_request
+from inferq.config import parse_config
+from inferq.workers.providers.anthropic_wire import (
+    StreamTranslator,
+    to_completion,
+    to_messages_request,
+)
 
 DEPLOYMENT = parse_config(
     "model_list:\n  - model_name: c\n    litellm_params: {model: anthropic/claude-x, api_key: k}\n",

@@ -11,18 +11,18 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from broker.connection import Redis, connect
-from broker.keys import Keys
-from broker.messages import Job, JobKind, Reply, ReplyKind
-from broker.queue import enqueue, ensure_group
-from broker.replies import ReplyDispatcher
-from broker.results import Outcome
-from broker.submit import BatchRequest, Submitter
-from config import GatewayConfig, parse_config
+from inferq.broker.batch.submit import BatchRequest, Submitter
+from inferq.broker.connection import Redis, connect
+from inferq.broker.jobs.queue import enqueue, ensure_group
+from inferq.broker.jobs.replies import ReplyDispatcher
+from inferq.broker.jobs.results import Outcome
+from inferq.broker.keys import Keys
+from inferq.broker.messages import Job, JobKind, Reply, ReplyKind
+from inferq.config import GatewayConfig, parse_config
+from inferq.workers.providers import provider_for
+from inferq.workers.transport import AiohttpTransport
+from inferq.workers.worker import DeploymentWorker
 from tests.support.fake_backend import FakeBackend
-from workers.providers import provider_for
-from workers.transport import AiohttpTransport
-from workers.worker import DeploymentWorker
 
 CONFIG = """
 model_list:

@@ -1,6 +1,6 @@
 """Coalescing: fewer reply messages, never a lost or reordered delta."""
 
-from workers.coalesce import Coalescer
+from inferq.workers.coalesce import Coalescer
 
 
 def text(content: str, index: int = 0) -> list[dict[str, object]]:

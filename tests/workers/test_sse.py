@@ -2,8 +2,8 @@
 
 import pytest
 
-from workers.errors import BackendProtocolError, ProviderError
-from workers.providers.sse import SSEParser
+from inferq.workers.errors import BackendProtocolError, ProviderError
+from inferq.workers.providers.sse import SSEParser
 
 
 def test_events_split_across_reads() -> None:

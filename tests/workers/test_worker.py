@@ -8,16 +8,16 @@ import httpx
 import pytest
 import redis as sync_redis
 
-from broker.connection import Redis, connect
-from broker.keys import CONSUMER_GROUP, Keys
-from broker.messages import Job, ReplyKind
-from broker.queue import QueueDepth, depth, enqueue, ensure_group
-from broker.replies import ReplyDispatcher
-from config import parse_config
+from inferq.broker.connection import Redis, connect
+from inferq.broker.jobs.queue import QueueDepth, depth, enqueue, ensure_group
+from inferq.broker.jobs.replies import ReplyDispatcher
+from inferq.broker.keys import CONSUMER_GROUP, Keys
+from inferq.broker.messages import Job, ReplyKind
+from inferq.config import parse_config
+from inferq.workers.providers import provider_for
+from inferq.workers.transport import AiohttpTransport
+from inferq.workers.worker import DeploymentWorker
 from tests.support.fake_backend import FakeBackend
-from workers.providers import provider_for
-from workers.transport import AiohttpTransport
-from workers.worker import DeploymentWorker
 
 CONFIG = """
 model_list:

@@ -2,11 +2,11 @@
 
 import httpx
 
-from config.model import Deployment
-from config.model import Provider as ProviderKind
-from workers.providers.anthropic import AnthropicProvider
-from workers.providers.base import Chunk, Provider
-from workers.providers.openai import OpenAICompatible
+from inferq.config.model import Deployment
+from inferq.config.model import Provider as ProviderKind
+from inferq.workers.providers.anthropic import AnthropicProvider
+from inferq.workers.providers.base import Chunk, Provider
+from inferq.workers.providers.openai import OpenAICompatible
 
 __all__ = ["Chunk", "Provider", "provider_for"]
 

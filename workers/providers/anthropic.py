@@ -6,13 +6,22 @@ from typing import Any
 import httpx
 import orjson
 
-from broker.messages import JobKind
-from config import Deployment
-from workers.errors import BackendFailed, BackendProtocolError, BackendRejected, ProviderError
-from workers.providers.anthropic_wire import StreamTranslator, to_completion, to_messages_request
-from workers.providers.base import Chunk
-from workers.providers.common import error_fields, retry_after, status_error, transport_error
-from workers.providers.sse import SSEParser
+from inferq.broker.messages import JobKind
+from inferq.config import Deployment
+from inferq.workers.errors import (
+    BackendFailed,
+    BackendProtocolError,
+    BackendRejected,
+    ProviderError,
+)
+from inferq.workers.providers.anthropic_wire import (
+    StreamTranslator,
+    to_completion,
+    to_messages_request,
+)
+from inferq.workers.providers.base import Chunk
+from inferq.workers.providers.common import error_fields, retry_after, status_error, transport_error
+from inferq.workers.providers.sse import SSEParser
 
 API_VERSION = "2023-06-01"
 

@@ -11,9 +11,9 @@ from typing import Any
 
 import orjson
 
-from config import Deployment
-from workers.errors import BackendFailed, BackendRejected, ProviderError
-from workers.providers.base import Chunk
+from inferq.config import Deployment
+from inferq.workers.errors import BackendFailed, BackendRejected, ProviderError
+from inferq.workers.providers.base import Chunk
 
 DEFAULT_MAX_TOKENS = 4096
 

@@ -3,8 +3,8 @@
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
-from broker.messages import JobKind
-from config import Deployment
+from inferq.broker.messages import JobKind
+from inferq.config import Deployment
 
 Chunk = dict[str, Any]
 

@@ -6,8 +6,8 @@ import time
 import httpx
 import orjson
 
-from config import Deployment
-from workers.errors import (
+from inferq.config import Deployment
+from inferq.workers.errors import (
     BackendFailed,
     BackendProtocolError,
     BackendRejected,

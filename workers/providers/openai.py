@@ -6,12 +6,12 @@ from typing import Any
 import httpx
 import orjson
 
-from broker.messages import JobKind
-from config import Deployment
-from workers.errors import BackendProtocolError
-from workers.providers.base import Chunk
-from workers.providers.common import status_error, transport_error
-from workers.providers.sse import SSEParser
+from inferq.broker.messages import JobKind
+from inferq.config import Deployment
+from inferq.workers.errors import BackendProtocolError
+from inferq.workers.providers.base import Chunk
+from inferq.workers.providers.common import status_error, transport_error
+from inferq.workers.providers.sse import SSEParser
 
 _CONNECT_TIMEOUT = 5.0
 

@@ -4,7 +4,7 @@ from typing import Any
 
 import orjson
 
-from workers.errors import BackendProtocolError, ProviderError
+from inferq.workers.errors import BackendProtocolError, ProviderError
 
 
 class SSEParser:

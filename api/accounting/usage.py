@@ -1,0 +1,270 @@
+"""Usage tracking and metrics: one record per finished request, aggregated per day by model
+group, deployment and (hashed) API key, and counted for Prometheus.
+
+Records are aggregated in memory and flushed to Redis once a second in one round trip, so
+the request path pays a dictionary update, not a Redis call.
+"""
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections import defaultdict
+from contextlib import suppress
+
+import orjson
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.requests import Request
+from starlette.types import Scope
+
+from inferq.api.accounting.record import UsageRecord
+from inferq.api.middleware.access import finished
+from inferq.broker.connection import Redis
+from inferq.broker.errors import BrokerError
+from inferq.broker.keys import Keys
+from inferq.broker.messages import Job, Reply
+from inferq.broker.ops.usage import flush
+from inferq.config import GatewayConfig
+
+log = logging.getLogger("inferq.api")
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+def key_of(request: Request) -> str:
+    """A stable, non-reversible name for the API key a request presented."""
+    presented = request.headers.get("authorization", "") or request.headers.get("x-api-key", "")
+    token = presented.removeprefix("Bearer ").strip()
+    return hashlib.sha256(token.encode()).hexdigest()[:12] if token else "anonymous"
+
+
+class Metrics:
+    """This API process's Prometheus metrics (its own registry: no module globals)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "inferq_requests", "Requests by group and status", ["model_group", "status"], registry=r
+        )
+        self.errors = Counter(
+            "inferq_errors", "Failed requests by error type", ["model_group", "type"], registry=r
+        )
+        self.latency = Histogram(
+            "inferq_request_seconds",
+            "Request latency",
+            ["model_group"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "inferq_time_to_first_token_seconds",
+            "Time to first token (streams)",
+            ["model_group"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.tokens = Counter(
+            "inferq_tokens",
+            "Tokens by group and direction",
+            ["model_group", "direction"],
+            registry=r,
+        )
+        self.cost = Counter("inferq_cost_usd", "Cost in USD", ["model_group"], registry=r)
+        self.cache_hits = Counter(
+            "inferq_cache_hits", "Answers served from the cache", ["model_group"], registry=r
+        )
+        self.retries = Counter(
+            "inferq_attempts_beyond_first",
+            "Retries and fallbacks it took",
+            ["model_group"],
+            registry=r,
+        )
+        self.fallbacks = Counter(
+            "inferq_fallbacks",
+            "Requests answered by a fallback group",
+            ["requested_group"],
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "inferq_queue_depth", "Jobs waiting per group", ["model_group"], registry=r
+        )
+        self.queue_running = Gauge(
+            "inferq_queue_running", "Jobs being served per group", ["model_group"], registry=r
+        )
+        self.batch_depth = Gauge(
+            "inferq_batch_queue_depth", "Batch jobs waiting per group", ["model_group"], registry=r
+        )
+        self.batch_running = Gauge(
+            "inferq_batch_running", "Batch jobs being served per group", ["model_group"], registry=r
+        )
+        self.workers = Gauge(
+            "inferq_live_workers", "Live workers per deployment", ["deployment"], registry=r
+        )
+        self.cooldown = Gauge(
+            "inferq_cooldown_seconds", "Cooldown left per deployment", ["deployment"], registry=r
+        )
+
+    def observe(self, rec: UsageRecord, first_group: str) -> None:
+        """Count one finished request."""
+        group = rec.group or first_group
+        self.requests.labels(group, str(rec.status)).inc()
+        if rec.error_type:
+            self.errors.labels(group, rec.error_type).inc()
+        self.latency.labels(group).observe(rec.latency_ms / 1000)
+        if rec.ttft_ms is not None:
+            self.ttft.labels(group).observe(rec.ttft_ms / 1000)
+        self.tokens.labels(group, "prompt").inc(rec.prompt_tokens)
+        self.tokens.labels(group, "completion").inc(rec.completion_tokens)
+        self.cost.labels(group).inc(rec.cost)
+        if rec.cache_hit:
+            self.cache_hits.labels(group).inc()
+        if rec.attempts > 1:
+            self.retries.labels(group).inc(rec.attempts - 1)
+        if rec.group and rec.group != first_group:
+            self.fallbacks.labels(first_group).inc()
+
+
+class UsageRecorder:
+    """Buffers records and their per-day totals; flushes them to Redis every second."""
+
+    def __init__(self, redis: Redis, keys: Keys, config: GatewayConfig, metrics: Metrics) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._config = config
+        self.metrics = metrics
+        self._totals: defaultdict[tuple[str, str, str], defaultdict[str, float]] = defaultdict(
+            lambda: defaultdict(float)
+        )
+        self._records: list[bytes] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def reconfigure(self, config: GatewayConfig) -> None:
+        """Follow a reloaded config (deployments' providers, for the usage records)."""
+        self._config = config
+
+    def track(self, request: Request, job: Job) -> "Tracker":
+        """Start timing a request."""
+        return Tracker(self, job, key_of(request), request.scope)
+
+    def add(self, rec: UsageRecord, first_group: str) -> None:
+        """Count a finished request (no I/O here)."""
+        self.metrics.observe(rec, first_group)
+        amounts = {
+            "requests": 1,
+            "errors": 1 if rec.error_type else 0,
+            "cache_hits": 1 if rec.cache_hit else 0,
+            "prompt_tokens": rec.prompt_tokens,
+            "completion_tokens": rec.completion_tokens,
+            "cost": rec.cost,
+        }
+        dimensions = (
+            ("group", rec.group or first_group),
+            ("deployment", rec.deployment),
+            ("key", rec.key),
+            ("provider", rec.provider),
+        )
+        for dimension, value in dimensions:
+            if value:
+                totals = self._totals[(rec.day, dimension, value)]
+                for name, amount in amounts.items():
+                    totals[name] += amount
+        if len(self._records) < 100_000:  # never grow without bound while Redis is away
+            self._records.append(orjson.dumps(rec))  # orjson serialises dataclasses natively
+
+    def start(self) -> None:
+        """Flush once a second in the background."""
+        self._task = asyncio.create_task(self._run(), name="usage-flush")
+
+    async def stop(self) -> None:
+        """Stop, after a last flush."""
+        if self._task:
+            self._task.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._task
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Write what is buffered (kept for the next try if Redis is away)."""
+        if not self._totals and not self._records:
+            return
+        totals, records = self._totals, self._records
+        self._totals, self._records = defaultdict(lambda: defaultdict(float)), []
+        try:
+            await flush(self._redis, self._keys, totals, records)
+        except BrokerError as exc:
+            log.warning("usage not written yet (%s); will retry", exc)
+            for k, fields in totals.items():
+                for name, amount in fields.items():
+                    self._totals[k][name] += amount
+            self._records = records[-50_000:] + self._records
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            await self.flush()
+
+    def provider_of(self, deployment: str) -> str:
+        dep = self._config.deployment(deployment) if deployment else None
+        return dep.provider.value if dep else ""
+
+
+class Tracker:
+    """Times one request and records how it ended (usage, metrics and its access line)."""
+
+    def __init__(self, recorder: UsageRecorder, job: Job, key: str, scope: Scope) -> None:
+        self._recorder = recorder
+        self._job = job
+        self._key = key
+        self._scope = scope
+        self._start = time.monotonic()
+        self._first: float | None = None
+        # Set once a stream's 200 has gone out: an error after it is an event, not a status.
+        self.streaming = False
+
+    def first_output(self) -> None:
+        """The answer began (streams: the first chunk went out)."""
+        if self._first is None:
+            self._first = time.monotonic()
+
+    def done(self, reply: Reply, cache_hit: bool) -> None:
+        """The request succeeded with `reply` as its terminal message."""
+        usage = reply.usage or {}
+        self._record(200, None, reply, cache_hit, usage)
+
+    def failed(self, status: int, error_type: str, reply: Reply | None = None) -> None:
+        """The request ended in an error (or its client left: 499)."""
+        self._record(status, error_type, reply, False, {})
+
+    def _record(
+        self,
+        status: int,
+        error: str | None,
+        reply: Reply | None,
+        hit: bool,
+        usage: dict[str, object],
+    ) -> None:
+        now = time.monotonic()
+        deployment = (reply.deployment if reply else None) or ""
+        rec = UsageRecord(
+            request_id=self._job.request_id or self._job.id,
+            day=time.strftime("%Y-%m-%d", time.gmtime()),
+            key=self._key,
+            model=self._job.model,
+            group=(reply.group if reply else None) or self._job.group,
+            deployment=deployment,
+            provider=self._recorder.provider_of(deployment),
+            kind=self._job.kind.value,
+            status=status,
+            error_type=error,
+            cache_hit=hit,
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),  # type: ignore[call-overload]
+            completion_tokens=int(usage.get("completion_tokens") or 0),  # type: ignore[call-overload]
+            cost=0.0 if hit else float(reply.cost or 0.0) if reply else 0.0,
+            queue_ms=reply.queue_ms if reply else None,
+            ttft_ms=round((self._first - self._start) * 1000, 2) if self._first else None,
+            latency_ms=round((now - self._start) * 1000, 2),
+            attempts=reply.attempts if reply else 1,
+        )
+        self._recorder.add(rec, self._job.group)
+        finished(self._scope, rec, 200 if self.streaming else status, self._job.group)

@@ -1,0 +1,399 @@
+"""Direct submission: put batch requests on the queue without HTTP and collect their results.
+
+A submission is a named set of requests (custom_id → OpenAI request body). Each becomes a job in
+the batch lane of its model's group, routed exactly as the API routes it (aliases, fallback
+chains), with an id derived from the submission id and its custom_id. At most `window` jobs are
+in flight at once; results are yielded as they finish, read from the submission's results stream
+and the jobs' durable records. Running a submission again skips requests that already have a
+result (it yields the stored one) or are still in flight (it waits for them), so a client that
+crashed or was interrupted loses nothing and recomputes nothing.
+
+    submitter = Submitter(redis, Keys(config.fabric.key_prefix), config)
+    requests = [BatchRequest("q1", JobKind.CHAT, {"model": "local-model", "messages": [...]})]
+    async for outcome in submitter.run("nightly-2026-11-27", requests, window=64):
+        print(outcome.custom_id, outcome.status, outcome.response)
+"""
+
+import asyncio
+import hashlib
+import math
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from inferq.broker.bodies import backend_fields, check_body
+from inferq.broker.connection import Redis, translate_errors
+from inferq.broker.errors import InvalidBody
+from inferq.broker.jobs.queue import ensure_group
+from inferq.broker.jobs.results import (
+    SUBMISSION_ID,
+    Outcome,
+    Progress,
+    expired,
+    failure,
+    finished,
+    mark,
+    progress,
+    records,
+    store_refusal,
+)
+from inferq.broker.keys import JOB_FIELD, Keys
+from inferq.broker.messages import ErrorInfo, Job, JobKind, Lane
+from inferq.broker.scripts import LuaScript
+from inferq.config import GatewayConfig
+from inferq.config.errors import NoUsableGroup, RouteError, UnknownModel
+
+# How long one wait for results may block (a stop request is noticed within this).
+_WAIT_MS = 500
+# Results read per round trip.
+_READ_COUNT = 500
+
+# Enqueue one request of a submission unless it already has a result (1) or was queued before
+# (2); not when the submission was cancelled (3) or the lane is full (4). 0: queued now.
+_ENQUEUE = LuaScript("""
+if redis.call('EXISTS', KEYS[1]) == 1 then return 1 end
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return 2 end
+if redis.call('HGET', KEYS[3], 'cancelled') == '1' then return 3 end
+if redis.call('XLEN', KEYS[4]) >= tonumber(ARGV[4]) then return 4 end
+redis.call('XADD', KEYS[4], '*', ARGV[5], ARGV[3])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[6])
+return 0
+""")
+_QUEUED, _HAS_RESULT, _IN_FLIGHT, _CANCELLED, _FULL = range(5)
+
+
+@dataclass(frozen=True)
+class BatchRequest:
+    """One request of a submission: the client's name for it, its endpoint and its body."""
+
+    custom_id: str
+    kind: JobKind
+    body: dict[str, Any]
+
+
+def job_id_for(submission_id: str, custom_id: str) -> str:
+    """The job id of a request: the same for the same submission and custom_id, so a request
+    submitted again is recognised."""
+    digest = hashlib.sha256(f"{submission_id}\0{custom_id}".encode()).hexdigest()[:20]
+    return f"{submission_id}.{digest}"
+
+
+def check_submission_id(submission_id: str) -> None:
+    """Raise ValueError unless `submission_id` can name a submission (it goes into key names)."""
+    if not SUBMISSION_ID.match(submission_id):
+        raise ValueError(
+            f"invalid submission id {submission_id!r}: use 1-100 of A-Z a-z 0-9 _ . : -"
+        )
+
+
+@dataclass
+class _Collector:
+    """Reads a submission's results stream on from `cursor`, keeping what this run awaits."""
+
+    redis: Redis
+    keys: Keys
+    submission: str
+    stop: asyncio.Event | None
+    pending: dict[str, str] = field(default_factory=dict)  # job id → custom_id
+    cursor: str = "0-0"
+    interrupted: bool = False  # stopped before every request was submitted
+
+    @property
+    def stopped(self) -> bool:
+        """The caller asked to stop."""
+        return self.stop is not None and self.stop.is_set()
+
+    async def collect(self, block_ms: int | None) -> list[Outcome]:
+        """Results of awaited jobs that finished since the last call."""
+        entries = await finished(
+            self.redis,
+            self.keys,
+            self.submission,
+            self.cursor,
+            count=_READ_COUNT,
+            block_ms=block_ms,
+        )
+        if not entries:
+            return []
+        self.cursor = entries[-1].cursor
+        wanted = [e for e in entries if e.job in self.pending]
+        stored = await records(self.redis, self.keys, [e.job for e in wanted])
+        out = []
+        for entry in wanted:
+            custom_id = self.pending.pop(entry.job)
+            out.append(stored[entry.job] or expired(self.submission, entry.job, custom_id))
+        return out
+
+
+class Submitter:
+    """Submits batch requests straight onto the queue and collects their results."""
+
+    def __init__(self, redis: Redis, keys: Keys, config: GatewayConfig) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._config = config
+        self._groups: set[str] = set()  # groups whose streams this submitter has ensured
+
+    async def run(
+        self,
+        submission_id: str,
+        requests: Iterable[BatchRequest] | AsyncIterable[BatchRequest],
+        *,
+        window: int = 256,
+        stop: asyncio.Event | None = None,
+    ) -> AsyncIterator[Outcome]:
+        """Submit `requests` under `submission_id`, at most `window` in flight, and yield one
+        result for each as it finishes (invalid requests and duplicate custom_ids included, as
+        errors). When `stop` is set: submit no more, yield what has finished, and return; the
+        rest carry on in the fabric, and running again collects them."""
+        check_submission_id(submission_id)
+        if window < 1:
+            raise ValueError("window must be at least 1")
+        collector = _Collector(self._redis, self._keys, submission_id, stop)
+        async for outcome in self._submit_all(submission_id, requests, collector, window):
+            yield outcome
+        if not collector.interrupted:
+            await mark(self._redis, self._keys, submission_id, "closed", self._ttl)
+        while collector.pending and not collector.stopped:
+            for outcome in await collector.collect(_WAIT_MS):
+                yield outcome
+        for outcome in await collector.collect(None):
+            yield outcome
+
+    async def _submit_all(
+        self,
+        submission_id: str,
+        requests: Iterable[BatchRequest] | AsyncIterable[BatchRequest],
+        collector: _Collector,
+        window: int,
+    ) -> AsyncIterator[Outcome]:
+        """Queue every request, never more than `window` awaiting their results; yields the
+        results that come meanwhile."""
+        seen: set[str] = set()
+        last_look = time.monotonic()
+        async for request in _each(requests):
+            while len(collector.pending) >= window and not collector.stopped:
+                for outcome in await collector.collect(_WAIT_MS):
+                    yield outcome
+            if collector.stopped:
+                collector.interrupted = True
+                return
+            if request.custom_id in seen:
+                yield _duplicate(submission_id, request)
+                continue
+            seen.add(request.custom_id)
+            async for outcome in self._submit(submission_id, request, collector):
+                yield outcome
+            if time.monotonic() - last_look > 0.1:  # pick up results as they come
+                last_look = time.monotonic()
+                for outcome in await collector.collect(None):
+                    yield outcome
+
+    async def _submit(
+        self, submission_id: str, request: BatchRequest, collector: _Collector
+    ) -> AsyncIterator[Outcome]:
+        """Queue one request; yields its result when it has one already (or is refused)."""
+        job_id = job_id_for(submission_id, request.custom_id)
+        try:
+            job = self._job(submission_id, job_id, request)
+        except (InvalidBody, RouteError) as exc:
+            yield await self._refuse(submission_id, job_id, request, _refusal(exc))
+            return
+        if job.group not in self._groups:
+            await ensure_group(self._redis, self._keys, job.group)
+            self._groups.add(job.group)
+        while True:
+            status = await self._enqueue(job)
+            if status != _FULL:
+                break
+            # The batch lane is at its limit (other submitters): wait for room, collecting.
+            if collector.stopped:
+                collector.interrupted = True
+                return
+            for outcome in await collector.collect(_WAIT_MS):
+                yield outcome
+        if status == _HAS_RESULT:
+            stored = (await records(self._redis, self._keys, [job_id]))[job_id]
+            yield stored or expired(submission_id, job_id, request.custom_id)
+        elif status == _CANCELLED:
+            error = ErrorInfo(
+                status=499,
+                type="cancelled",
+                code="batch_cancelled",
+                message="the submission was cancelled before this request was queued",
+            )
+            yield await self._refuse(submission_id, job_id, request, error)
+        else:
+            collector.pending[job_id] = request.custom_id
+
+    def _job(self, submission_id: str, job_id: str, request: BatchRequest) -> Job:
+        """The batch job for a request, routed as the API routes it; raises InvalidBody or
+        RouteError for a request that cannot be served."""
+        options = check_body(request.kind, request.body)
+        chain = self._config.resolve(options.model, options.fallbacks, options.disable_fallbacks)
+        fabric = self._config.fabric
+        now = time.time()
+        return Job(
+            id=job_id,
+            kind=request.kind,
+            model=options.model,
+            group=chain[0],
+            fallbacks=list(chain[1:]),
+            body=backend_fields(request.body),
+            created=now,
+            deadline=now + (options.timeout or fabric.batch_timeout),
+            num_retries=options.num_retries,
+            lane=Lane.BATCH,
+            submission=submission_id,
+            custom_id=request.custom_id,
+            result_ttl=fabric.result_ttl,
+        )
+
+    async def _enqueue(self, job: Job) -> int:
+        assert job.submission is not None and job.custom_id is not None
+        sid = job.submission
+        async with translate_errors():
+            status = await _ENQUEUE(
+                self._redis,
+                [
+                    self._keys.result(job.id),
+                    self._keys.submission_jobs(sid),
+                    self._keys.submission(sid),
+                    self._keys.batch(job.group),
+                ],
+                [
+                    job.custom_id,
+                    job.id,
+                    job.encode(),
+                    self._config.fabric.batch_queue_limit,
+                    JOB_FIELD,
+                    math.ceil(self._ttl),
+                ],
+            )
+        return int(status)
+
+    async def _refuse(
+        self, submission_id: str, job_id: str, request: BatchRequest, error: ErrorInfo
+    ) -> Outcome:
+        model = request.body.get("model")
+        outcome = failure(
+            job_id,
+            error,
+            submission=submission_id,
+            custom_id=request.custom_id,
+            model=model if isinstance(model, str) else "",
+            kind=request.kind,
+        )
+        return await store_refusal(self._redis, self._keys, outcome, self._ttl)
+
+    @property
+    def _ttl(self) -> float:
+        return self._config.fabric.result_ttl
+
+    async def results(
+        self, submission_id: str, since: str = "0-0", *, follow: bool = False
+    ) -> AsyncIterator[tuple[str, Outcome]]:
+        """The submission's results in the order they finished, after the cursor `since`, each
+        with its own cursor (to read on from after a disconnect). With `follow`, wait for more
+        until every request has its result (a submission is complete once a `run` has queued
+        all of its requests; one that was stopped is not)."""
+        check_submission_id(submission_id)
+        cursor = since
+        while True:
+            entries = await finished(
+                self._redis,
+                self._keys,
+                submission_id,
+                cursor,
+                count=_READ_COUNT,
+                block_ms=_WAIT_MS if follow else None,
+            )
+            if entries:
+                stored = await records(self._redis, self._keys, [e.job for e in entries])
+                for e in entries:
+                    yield e.cursor, stored[e.job] or expired(submission_id, e.job, e.custom_id)
+                cursor = entries[-1].cursor
+                continue
+            if not follow or (await self.progress(submission_id)).done:
+                if follow:  # finished meanwhile: read what came after the last look
+                    async for item in self.results(submission_id, cursor):
+                        yield item
+                return
+
+    async def result(self, submission_id: str, custom_id: str) -> Outcome | None:
+        """The result of one request, if it has finished."""
+        job_id = job_id_for(submission_id, custom_id)
+        return (await records(self._redis, self._keys, [job_id]))[job_id]
+
+    async def progress(self, submission_id: str) -> Progress:
+        """How many requests are queued, succeeded and failed; cancelled or closed."""
+        return await progress(self._redis, self._keys, submission_id)
+
+    async def cancel(self, submission_id: str) -> None:
+        """Cancel the submission: workers skip its queued jobs (each gets a `batch_cancelled`
+        error result), jobs already running finish, and no more are queued."""
+        check_submission_id(submission_id)
+        await mark(self._redis, self._keys, submission_id, "cancelled", self._ttl)
+
+    async def settle(self, submission_id: str, *, code: str, message: str) -> int:
+        """Give every queued request of the submission that has no result yet an error result
+        now: for when no worker may ever take its job (its group has no live worker, and the
+        submission was cancelled or expired a while ago). A worker that still finishes one later
+        finds the result taken and records nothing. Returns how many it settled."""
+        check_submission_id(submission_id)
+        async with translate_errors():
+            raw: Any = await self._redis.hgetall(self._keys.submission_jobs(submission_id))
+        jobs = {job.decode(): custom_id.decode() for custom_id, job in raw.items()}
+        have = await records(self._redis, self._keys, list(jobs))
+        error = ErrorInfo(status=499, type="cancelled", code=code, message=message)
+        settled = 0
+        for job_id, custom_id in jobs.items():
+            if have.get(job_id) is None:
+                outcome = failure(job_id, error, submission=submission_id, custom_id=custom_id)
+                settled += (
+                    await store_refusal(self._redis, self._keys, outcome, self._ttl) is outcome
+                )
+        return settled
+
+
+async def _each(
+    requests: Iterable[BatchRequest] | AsyncIterable[BatchRequest],
+) -> AsyncIterator[BatchRequest]:
+    if isinstance(requests, AsyncIterable):
+        async for request in requests:
+            yield request
+    else:
+        for request in requests:
+            yield request
+
+
+def _refusal(exc: InvalidBody | RouteError) -> ErrorInfo:
+    if isinstance(exc, InvalidBody):
+        return ErrorInfo(
+            status=400, type="invalid_request_error", message=exc.message, param=exc.param
+        )
+    if isinstance(exc, UnknownModel):
+        return ErrorInfo(
+            status=400,
+            type="invalid_request_error",
+            code="model_not_found",
+            param=exc.param,
+            message=str(exc),
+        )
+    assert isinstance(exc, NoUsableGroup)
+    return ErrorInfo(status=503, type="service_unavailable", message=str(exc))
+
+
+def _duplicate(submission_id: str, request: BatchRequest) -> Outcome:
+    error = ErrorInfo(
+        status=400,
+        type="invalid_request_error",
+        code="duplicate_custom_id",
+        param="custom_id",
+        message=f"custom_id {request.custom_id!r} is used by another request of this batch",
+    )
+    job_id = job_id_for(submission_id, request.custom_id)
+    custom_id, kind = request.custom_id, request.kind
+    return failure(job_id, error, submission=submission_id, custom_id=custom_id, kind=kind)
