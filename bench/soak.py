@@ -4,6 +4,9 @@ end complete or with a clear error: none lost, none duplicated or garbled.
 
 Everything runs on 127.0.0.1: an embedded Redis, fake backends, `inferq api` and two
 `inferq worker` processes. Usage: python -m bench.soak [--requests 2000] [--seed 1]
+[--schedule mixed|kill-heavy]: `kill-heavy` is mostly SIGKILLs of workers, which land at random
+moments of the streams in flight (before the first token, between tokens, after the last one,
+after the backend's finish), so a reclaimed stream must end with each token once.
 """
 
 import argparse
@@ -26,6 +29,11 @@ from inferq.cli.local import EmbeddedRedis, free_port, port_open
 from tests.support.fake_backend import BackendThread, FakeBackend
 
 KEY = "sk-soak"
+# The faults each schedule draws from (a kind listed twice is drawn twice as often).
+SCHEDULES = {
+    "mixed": ["500", "429", "drop", "hang", "sigkill", "sigterm", "500", "drop", "redis"],
+    "kill-heavy": ["sigkill"] * 7 + ["sigterm", "500", "drop"],
+}
 WORDS = re.compile(r"^(w\d+ )*$")
 
 CONFIG = """
@@ -222,17 +230,19 @@ def _reason(body: dict[str, object]) -> str:
 
 
 async def faults(
-    fabric: Fabric, backends: list[FakeBackend], rng: random.Random, stop: asyncio.Event
+    fabric: Fabric,
+    backends: list[FakeBackend],
+    rng: random.Random,
+    stop: asyncio.Event,
+    kinds: list[str],
 ) -> list[str]:
-    """Break something every 0.5-1.5 s until `stop`."""
+    """Break something of `kinds` every 0.5-1.5 s until `stop`."""
     done: list[str] = []
     redis_restarted = False
     while not stop.is_set():
         await asyncio.sleep(rng.uniform(0.5, 1.5))
         b = rng.choice(backends[:-1])  # the backup stays healthy so fallbacks can succeed
-        kind = rng.choice(
-            ["500", "429", "drop", "hang", "sigkill", "sigterm", "500", "drop", "redis"]
-        )
+        kind = rng.choice(kinds)
         if kind == "redis" and redis_restarted:
             kind = "sigkill"
         calls = len(b.requests)
@@ -280,7 +290,8 @@ async def soak(args: argparse.Namespace) -> int:
         limits = httpx.Limits(max_connections=args.concurrency)
         headers = {"Authorization": f"Bearer {KEY}"}
         async with httpx.AsyncClient(timeout=90, limits=limits, headers=headers) as http:
-            breaker = asyncio.create_task(faults(fabric, backends, rng, stop))
+            kinds = SCHEDULES[args.schedule]
+            breaker = asyncio.create_task(faults(fabric, backends, rng, stop, kinds))
             queue = iter(range(args.requests))
 
             async def client() -> None:
@@ -294,6 +305,7 @@ async def soak(args: argparse.Namespace) -> int:
         fabric.stop()
         for t in threads:
             t.stop()
+    print(f"schedule {args.schedule}, seed {args.seed}")
     report(tally, schedule, time.monotonic() - started, Path(workdir.name) / "soak.log")
     workdir.cleanup()
     return 0 if tally.lost == 0 and tally.garbled == 0 else 1
@@ -339,6 +351,7 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=24)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--schedule", choices=sorted(SCHEDULES), default="mixed")
     return asyncio.run(soak(parser.parse_args()))
 
 

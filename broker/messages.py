@@ -65,6 +65,9 @@ class Job(BaseModel):
     seq: int = Field(default=0, ge=0)
     prefix: str = ""
     prefix_tokens: int = Field(default=0, ge=0)  # tokens of `prefix`, off the max_tokens left
+    # Set when the client has already received the answer's finish_reason: the answer is
+    # complete and whoever holds the job next owes the client only its terminal message.
+    finish_reason: str | None = None
     # The request id (the client's `x-request-id`, else the API's): names the job in worker logs.
     request_id: str | None = Field(default=None, pattern=REQUEST_ID_PATTERN)
     # Batch work (issue 7): the lane the job waits in, the submission it belongs to, and how

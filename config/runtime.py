@@ -7,6 +7,7 @@ from pathlib import Path
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_CONFIG = Path(__file__).with_name("minimal_config.yaml")
 _TRUE = frozenset({"1", "true", "yes", "on"})
+CRASH_BEFORE_TERMINAL = "before-terminal"
 
 
 @dataclass(frozen=True)
@@ -17,6 +18,10 @@ class RuntimeEnv:
     config_path: Path
     log_level: str
     log_json: bool = False  # $INFERQ_LOG_JSON: one JSON object per log line (containers)
+    # $INFERQ_CRASH_AT, for the fault tests only: a worker SIGKILLs itself at this point of a
+    # job (CRASH_BEFORE_TERMINAL: with the backend's whole answer in hand, before its terminal
+    # message), so a death at a moment no timing can hit is tested deterministically.
+    crash_at: str | None = None
 
 
 def runtime_env(config_arg: str | None = None, redis_arg: str | None = None) -> RuntimeEnv:
@@ -27,4 +32,5 @@ def runtime_env(config_arg: str | None = None, redis_arg: str | None = None) -> 
         config_path=Path(config),
         log_level=os.environ.get("INFERQ_LOG_LEVEL", "INFO").upper(),
         log_json=os.environ.get("INFERQ_LOG_JSON", "").strip().lower() in _TRUE,
+        crash_at=os.environ.get("INFERQ_CRASH_AT") or None,
     )

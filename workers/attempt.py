@@ -7,15 +7,15 @@ Raises `ProviderError` for anything the backend did wrong (including no first to
 import asyncio
 import math
 import time
-from typing import Any
+from typing import Any, Literal
 
 from inferq.broker.jobs.consumer import GroupConsumer
 from inferq.broker.messages import Job, JobKind, Reply, ReplyKind
 from inferq.config import Deployment
 from inferq.workers.coalesce import Coalescer
-from inferq.workers.errors import BackendProtocolError, BackendTimeout
+from inferq.workers.errors import BackendProtocolError, BackendTimeout, ProviderError
 from inferq.workers.providers import Provider
-from inferq.workers.usage import counted_usage
+from inferq.workers.usage import counted_usage, with_earlier_tokens
 
 # Fields a client may send that are for the gateway, not the backend.
 _GATEWAY_FIELDS = frozenset({"stream_options"})
@@ -34,11 +34,18 @@ class ReplyWriter:
         self.text = ""  # assistant text (choice 0) the client received in this attempt
         self.tokens = 0  # backend chunks with output sent in this attempt (≈ tokens)
         self.tool_output = False  # a tool call went out: it cannot be continued elsewhere
+        self._ends = Ends()  # the choices and finish_reasons the client received
 
     @property
     def visible(self) -> bool:
         """True once the client has received output from this attempt."""
         return self.seq > self._job.seq
+
+    @property
+    def finish_reason(self) -> str | None:
+        """The answer's finish_reason once the client has received it (for every choice): from
+        then on nothing but the terminal message is due."""
+        return self._job.finish_reason or self._ends.finish_reason
 
     def reply(self, kind: ReplyKind, **fields: Any) -> Reply:
         """The next message of the job's sequence."""
@@ -62,6 +69,7 @@ class ReplyWriter:
         reply = self.reply(ReplyKind.DELTA, chunks=chunks, tokens=tokens)
         await self._consumer.publish(self._job, reply)
         self.text += chunks_text(chunks)
+        self._ends.add(chunks)
         if any((c.get("delta") or {}).get("tool_calls") for choices in chunks for c in choices):
             self.tool_output = True
 
@@ -81,6 +89,30 @@ def chunks_text(chunks: list[list[dict[str, Any]]]) -> str:
     return "".join(parts)
 
 
+class Ends:
+    """Which choices a client has seen and which of them have finished."""
+
+    def __init__(self) -> None:
+        self._seen: set[int] = set()
+        self._finished: dict[int, str] = {}
+
+    def add(self, chunks: list[list[dict[str, Any]]]) -> None:
+        """Take the chunks of one DELTA message."""
+        for choices in chunks:
+            for choice in choices:
+                index = int(choice.get("index", 0))
+                self._seen.add(index)
+                if choice.get("finish_reason"):
+                    self._finished[index] = str(choice["finish_reason"])
+
+    @property
+    def finish_reason(self) -> str | None:
+        """Choice 0's finish_reason once every choice seen has one, else None."""
+        if not self._seen or not self._seen <= self._finished.keys():
+            return None
+        return self._finished.get(0) or next(iter(self._finished.values()))
+
+
 def carried_on(job: Job, *, seq: int, text: str, tokens: int, **changes: Any) -> Job:
     """`job` to go on elsewhere after its client received `text` (about `tokens` tokens) in
     reply messages numbered up to `seq - 1`: the next holder continues the sequence and the
@@ -92,7 +124,22 @@ def carried_on(job: Job, *, seq: int, text: str, tokens: int, **changes: Any) ->
 def resumed(job: Job, sent: list[Reply]) -> Job:
     """`job` carried on after the messages `sent`, recorded by a holder that died."""
     text = "".join(chunks_text(r.chunks or []) for r in sent)
-    return carried_on(job, seq=sent[-1].seq + 1, text=text, tokens=sum(r.tokens or 0 for r in sent))
+    ends = Ends()
+    for reply in sent:
+        ends.add(reply.chunks or [])
+    tokens = sum(r.tokens or 0 for r in sent)
+    finish = job.finish_reason or ends.finish_reason
+    return carried_on(job, seq=sent[-1].seq + 1, text=text, tokens=tokens, finish_reason=finish)
+
+
+def token_limit(job: Job, deployment: Deployment) -> int | None:
+    """The answer's max_tokens (the client's, else the deployment's default), if any."""
+    for field in ("max_tokens", "max_completion_tokens"):
+        for source in (job.body, deployment.defaults):
+            value = source.get(field)
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+    return None
 
 
 def backend_body(job: Job, deployment: Deployment) -> dict[str, Any]:
@@ -106,7 +153,8 @@ def backend_body(job: Job, deployment: Deployment) -> dict[str, Any]:
     body.update(sent)
     body["model"] = deployment.upstream_model
     if job.prefix:
-        # Carrying on after another deployment failed mid-answer: ask only for what is left.
+        # Carrying on after another deployment failed mid-answer: ask only for what is left
+        # (never 0 tokens: `run_attempt` does not call the backend when nothing is left).
         for field in ("max_tokens", "max_completion_tokens"):
             if isinstance(body.get(field), int):
                 body[field] = max(1, body[field] - job.prefix_tokens)
@@ -128,6 +176,10 @@ async def run_attempt(
     provider: Provider, deployment: Deployment, job: Job, writer: ReplyWriter
 ) -> Reply:
     """Serve `job` on `deployment`; returns the terminal DONE reply (not yet sent)."""
+    if job.stream and (job.prefix or job.finish_reason):
+        done = await _known_end(deployment, job, writer)
+        if done is not None:
+            return done
     loop = asyncio.get_running_loop()
     deadline = loop.time() + (job.deadline - time.time())
     first_token = job.stream_timeout or deployment.stream_timeout
@@ -151,6 +203,27 @@ async def run_attempt(
         raise BackendTimeout(
             f"{deployment.id}: no first token within {first_token:g}s (stream_timeout)"
         ) from None
+
+
+async def _known_end(deployment: Deployment, job: Job, writer: ReplyWriter) -> Reply | None:
+    """The DONE reply of a stream carried on after its answer was complete, or None if more is
+    due. Complete means: the client has the finish_reason (its holder died before the terminal
+    message), or it has every token max_tokens allows (the holder died before the backend's
+    finish arrived). Asking the backend for more then would append tokens to a whole answer."""
+    if job.finish_reason is None:
+        limit = token_limit(job, deployment)
+        if limit is None or job.prefix_tokens < limit:
+            return None
+        # The client has all its tokens but not their end: send the end it would have had.
+        end: dict[str, Any] = {"index": 0, "finish_reason": "length"}
+        if job.kind is JobKind.CHAT:
+            end["delta"] = {}
+        else:
+            end["text"] = ""
+        await writer.delta([[end]])
+    answered = job.model_copy(update={"prefix": "", "prefix_tokens": 0})
+    usage = counted_usage(backend_body(answered, deployment), job.prefix_tokens)
+    return writer.reply(ReplyKind.DONE, usage=usage, usage_source="counted")
 
 
 async def _complete(
@@ -202,23 +275,39 @@ async def _stream(
     body = backend_body(job, deployment)
     coalescer = Coalescer(skip_role=bool(job.prefix))
     usage: dict[str, Any] | None = None
-    async for chunks in provider.stream(deployment, job.kind, body):
-        for chunk in chunks:
-            if chunk.get("usage"):
-                usage = chunk["usage"]
-            choices = chunk.get("choices")
-            if choices:
-                coalescer.add(choices)
-        # Role-only chunks wait for content: a retry before the first token stays invisible.
-        if coalescer.visible:
-            if not writer.visible:
-                timer.reschedule(deadline)  # first token in: stream_timeout no longer applies
-            await writer.delta(coalescer.drain(), coalescer.content_chunks - writer.tokens)
+    try:
+        async for chunks in provider.stream(deployment, job.kind, body):
+            for chunk in chunks:
+                if chunk.get("usage"):
+                    usage = chunk["usage"]
+                choices = chunk.get("choices")
+                if choices:
+                    coalescer.add(choices)
+            # Role-only chunks wait for content: a retry before the first token stays invisible.
+            if coalescer.visible:
+                if not writer.visible:
+                    timer.reschedule(deadline)  # first token in: stream_timeout no longer applies
+                await writer.delta(coalescer.drain(), coalescer.content_chunks - writer.tokens)
+    except ProviderError:
+        if writer.finish_reason is None:
+            raise
+        # The backend failed after the client had the finish_reason (its usage chunk or [DONE]
+        # lost): the answer is whole, so it ends as complete, with its usage counted.
     if not coalescer.finish_reasons:
         raise BackendProtocolError(f"{deployment.id}: the stream ended without a finish_reason")
     if coalescer:
         await writer.delta(coalescer.drain(), coalescer.content_chunks - writer.tokens)
-    source = "backend"
-    if not usage:
-        usage, source = counted_usage(body, coalescer.content_chunks), "counted"
+    usage, source = _stream_usage(job, body, usage, coalescer.content_chunks)
     return writer.reply(ReplyKind.DONE, usage=usage, usage_source=source)
+
+
+def _stream_usage(
+    job: Job, body: dict[str, Any], usage: dict[str, Any] | None, chunks: int
+) -> tuple[dict[str, Any], Literal["backend", "counted"]]:
+    """The answer's usage: the backend's (else counted), with the tokens earlier holders sent."""
+    source: Literal["backend", "counted"] = "backend"
+    if not usage:
+        usage, source = counted_usage(body, chunks), "counted"
+    if job.prefix_tokens:
+        usage = with_earlier_tokens(usage, job.prefix_tokens)
+    return usage, source

@@ -31,6 +31,7 @@ async def serve(
     *,
     config_file: ConfigFile | None = None,
     slots: int | None = None,
+    crash_at: str | None = None,
 ) -> None:
     """Serve the selected deployments until `stop` is set, following reloads of `config_file`
     (SIGHUP, a change of the file, `inferq reload`)."""
@@ -45,7 +46,14 @@ async def serve(
             pool.cancel(job_id)
 
         cancels = CancelListener(on_cancel)
-        pool = WorkerPool(redis, http, selection, slots=slots, is_cancelled=cancels.__contains__)
+        pool = WorkerPool(
+            redis,
+            http,
+            selection,
+            slots=slots,
+            is_cancelled=cancels.__contains__,
+            crash_at=crash_at,
+        )
         handlers = {keys.cancel(): cancels.heard}
         reloader = None
         if config_file is not None:
@@ -92,6 +100,7 @@ def run(
     *,
     config_path: Path | None = None,
     slots: int | None = None,
+    crash_at: str | None = None,
 ) -> None:
     """Blocking entry point: serve until SIGTERM or SIGINT, then drain gracefully."""
     selection.select(config)  # fail fast, before any connection, on an unknown name
@@ -102,7 +111,15 @@ def run(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         config_file = ConfigFile(config_path) if config_path else None
-        await serve(config, redis_url, selection, stop, config_file=config_file, slots=slots)
+        await serve(
+            config,
+            redis_url,
+            selection,
+            stop,
+            config_file=config_file,
+            slots=slots,
+            crash_at=crash_at,
+        )
 
     _run_loop(main())
 

@@ -62,8 +62,10 @@ class WorkerPool:
         *,
         slots: int | None = None,
         is_cancelled: Callable[[str], bool] | None = None,
+        crash_at: str | None = None,
     ) -> None:
         self._redis = redis
+        self._crash_at = crash_at  # fault tests only (config.runtime)
         self._http = http
         self._selection = selection
         self._slots = slots
@@ -139,6 +141,7 @@ class WorkerPool:
             provider_for(dep, self._http),
             is_cancelled=self._is_cancelled,
             slots=self._slots,
+            crash_at=self._crash_at,
         )
         stop = asyncio.Event()
         task = asyncio.create_task(worker.run(stop), name=f"worker-{dep.id}")

@@ -28,6 +28,14 @@ def estimate_prompt_tokens(body: dict[str, Any]) -> int:
     return max(1, math.ceil(chars / _CHARS_PER_TOKEN))
 
 
+def with_earlier_tokens(usage: dict[str, Any], tokens: int) -> dict[str, Any]:
+    """`usage` of an attempt that carried on an answer whose first `tokens` tokens an earlier
+    holder sent: the client's answer holds them too, so its completion counts them."""
+    completion = int(usage.get("completion_tokens") or 0) + tokens
+    total = int(usage.get("prompt_tokens") or 0) + completion
+    return {**usage, "completion_tokens": completion, "total_tokens": total}
+
+
 def counted_usage(body: dict[str, Any], completion_chunks: int) -> dict[str, int]:
     """Usage for a stream without a usage chunk: one backend chunk ≈ one token."""
     prompt = estimate_prompt_tokens(body)

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import secrets
+import signal
 import socket
 import time
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from inferq.broker.messages import Attempt, ErrorInfo, Job, ReplyKind
 from inferq.broker.ops.limits import DeploymentLimits
 from inferq.broker.ops.registry import WorkerInfo, deregister, heartbeat, served_from
 from inferq.config import Deployment, GatewayConfig
+from inferq.config.runtime import CRASH_BEFORE_TERMINAL
 from inferq.workers.attempt import ReplyWriter, carried_on, resumed, run_attempt
 from inferq.workers.errors import ProviderError
 from inferq.workers.lanes import LaneScheduler
@@ -50,8 +52,10 @@ class DeploymentWorker:
         grace_period: float = 30.0,
         is_cancelled: Callable[[str], bool] | None = None,
         slots: int | None = None,
+        crash_at: str | None = None,
     ) -> None:
         self.deployment = deployment
+        self._crash_at = crash_at  # fault tests only: see config.runtime
         # The random part: a container restarted with the same hostname and pid is a new
         # consumer, so the old one's pending jobs are seen as a dead worker's and reclaimed.
         self.id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}-{deployment.id}"
@@ -307,6 +311,8 @@ class DeploymentWorker:
                 "queue_ms": round((picked_up - job.created) * 1000, 2),
             }
         )  # fmt: skip
+        if self._crash_at == CRASH_BEFORE_TERMINAL:
+            os.kill(os.getpid(), signal.SIGKILL)  # the fault tests' death with an answer in hand
         await self._consumer.complete(delivery, job, done)
         self.done += 1
         self._finished(job, 200, began)
@@ -372,7 +378,7 @@ class DeploymentWorker:
         ):
             moved = carried_on(job, seq=writer.seq, text=writer.text, tokens=writer.tokens,
                                attempts=attempts, group=served[0], fallbacks=served[1:],
-                               retries=0)  # fmt: skip
+                               retries=0, finish_reason=writer.finish_reason)  # fmt: skip
             await self._consumer.move_to(delivery, moved)
         else:
             await self._answer_error(delivery, job, writer, exc.info(), began)
@@ -395,9 +401,13 @@ class DeploymentWorker:
             f"the job was abandoned {deliveries} times by workers that stopped while serving it "
             "(crash, kill or an input that breaks them); it is in the dead-letter stream"
         )
+        resumed = await self._resume(delivery, job)
+        if resumed.stream and resumed.finish_reason:
+            # Its answer was whole before its holders died: it ends as complete, not in error.
+            await self._serve_job(delivery, resumed)
+            return
         log.error("%s: %s", _tag(job), message)
         self.failed += 1
-        resumed = await self._resume(delivery, job)
         error = ErrorInfo(status=502, type="api_error", code="max_deliveries", message=message)
         reply = ReplyWriter(self._consumer, resumed, self.deployment.id).reply(
             ReplyKind.ERROR, error=error

@@ -238,7 +238,14 @@ def _worker(args: argparse.Namespace, env: RuntimeEnv, config: GatewayConfig) ->
             from inferq.cli.processes import Copies
 
             return Copies(_worker_argv(args, env), args.processes).run()
-        run(config, env.redis_url, selection, config_path=env.config_path, slots=args.concurrency)
+        run(
+            config,
+            env.redis_url,
+            selection,
+            config_path=env.config_path,
+            slots=args.concurrency,
+            crash_at=env.crash_at,
+        )
     except ValueError as exc:
         print(f"inferq worker: {exc}", file=sys.stderr)
         return EXIT_CONFIG

@@ -80,8 +80,10 @@ class Fabric:
         """http://127.0.0.1:PORT"""
         return f"http://127.0.0.1:{self.port}"
 
-    def _spawn(self, name: str, *args: str, level: str = "INFO") -> subprocess.Popen[bytes]:
-        env = {**os.environ, "REDIS_URL": self.redis_url, "INFERQ_LOG_LEVEL": level}
+    def _spawn(
+        self, name: str, *args: str, level: str = "INFO", env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        env = {**os.environ, "REDIS_URL": self.redis_url, "INFERQ_LOG_LEVEL": level, **(env or {})}
         cmd = [sys.executable, "-m", "inferq.cli", *args, "--config", str(self.config)]
         with (self.log_dir / f"{name}.log").open("ab") as log:
             proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -105,10 +107,15 @@ class Fabric:
         raise RuntimeError(f"API did not start; log:\n{self.log('api')}")
 
     def start_worker(
-        self, name: str = "worker", *args: str, level: str = "INFO"
+        self,
+        name: str = "worker",
+        *args: str,
+        level: str = "INFO",
+        env: dict[str, str] | None = None,
     ) -> subprocess.Popen[bytes]:
-        """Start `inferq worker ARGS` (logging at `level`) and wait until it serves."""
-        proc = self._spawn(name, "worker", *args, level=level)
+        """Start `inferq worker ARGS` (logging at `level`, with `env` added to the environment)
+        and wait until it serves."""
+        proc = self._spawn(name, "worker", *args, level=level, env=env)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if "serving" in self.log(name):

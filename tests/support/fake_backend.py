@@ -33,6 +33,14 @@ class Behaviour:
     retry_after: str | None = None
     per_token_embeddings: bool = False  # answer like llama.cpp does for SmolLM2
     complete_delay: float = 0.0  # seconds a non-stream chat answer takes (a slow generation)
+    # Hold the first chat stream forever at one point, so a test can kill the worker reading it
+    # at a chosen moment: after `hold_at` words (0: before the first), or after the finish chunk
+    # (before the usage chunk and [DONE]). `FakeBackend.held` counts streams held so far.
+    hold_at: int | None = None
+    hold_after_finish: bool = False
+    # Carry on an answer like a model does: given an assistant prefix of k words, answer from
+    # word k on (and only the finish when nothing is left), instead of starting again at w0.
+    continues: bool = False
 
 
 @dataclass
@@ -48,6 +56,7 @@ class FakeBackend:
     aborted: int = 0  # streams whose reader went away before the end
     writers: set[asyncio.StreamWriter] = field(default_factory=set)
     headers: list[dict[str, str]] = field(default_factory=list)  # of each request, in order
+    held: int = 0  # streams held by `Behaviour.hold_at` / `hold_after_finish`
 
     async def serve(self) -> asyncio.Server:
         """Start listening; returns the asyncio server."""
@@ -111,8 +120,7 @@ class FakeBackend:
                 }
                 _respond(writer, b.status, {"error": error}, extra)
             return True
-        n = b.tokens or body.get("max_tokens") or 8
-        words = [f"w{i} " for i in range(n)]
+        words = _words(body, b)
         other = self._other_dialects(path, body, words, writer)
         if other is not None:
             await writer.drain()
@@ -200,6 +208,8 @@ class FakeBackend:
             await writer.drain()
             await asyncio.sleep(b.first_token_delay)
         for i, word in enumerate(words):
+            if i == b.hold_at:
+                await self._hold(writer)
             if b.drop_after is not None and i == b.drop_after:
                 await writer.drain()
                 writer.transport.abort()
@@ -214,10 +224,14 @@ class FakeBackend:
             if b.token_delay:
                 await writer.drain()
                 await asyncio.sleep(b.token_delay)
+        if b.hold_at is not None and b.hold_at >= len(words):
+            await self._hold(writer)
         if not b.no_finish:
             _event(
                 writer, {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
             )
+            if b.hold_after_finish:
+                await self._hold(writer)
             wants_usage = (body.get("stream_options") or {}).get("include_usage")
             if b.usage_in_stream and wants_usage:
                 _event(writer, {**base, "choices": [], "usage": _usage(body, words)})
@@ -225,6 +239,28 @@ class FakeBackend:
         writer.write(b"0\r\n\r\n")
         await writer.drain()
         return True
+
+    async def _hold(self, writer: asyncio.StreamWriter) -> None:
+        """Send what is written, then stop answering (the first held stream only)."""
+        if self.held:
+            return
+        await writer.drain()
+        self.held += 1
+        await asyncio.sleep(3600)
+
+
+def _words(body: dict[str, Any], b: Behaviour) -> list[str]:
+    """The answer: `tokens` words (default: max_tokens, else 8), `w0 w1 ...`."""
+    limit = body.get("max_tokens")
+    start = 0
+    messages = body.get("messages") or []
+    if b.continues and messages and messages[-1].get("role") == "assistant":
+        start = len(str(messages[-1].get("content") or "").split())
+    if b.tokens:
+        end = b.tokens if not b.continues or not limit else min(b.tokens, start + limit)
+    else:
+        end = start + (limit or 8)
+    return [f"w{i} " for i in range(start, end)]
 
 
 def _usage(body: dict[str, Any], words: list[str]) -> dict[str, int]:
