@@ -57,11 +57,19 @@ def valkey_binary() -> str:
 
 
 class EmbeddedRedis:
-    """A throwaway Redis-protocol server (Valkey) on a loopback port; keeps nothing on disk."""
+    """A Redis-protocol server (Valkey) on a loopback port.
 
-    def __init__(self, port: int | None = None, cpus: str | None = None) -> None:
+    By default a throwaway one (tests, benchmarks): nothing on disk. With `data_dir` it keeps
+    its data there in an append-only file, fsynced every second, so a restart (even after
+    SIGKILL) finds what it held, bar at most the last second of writes.
+    """
+
+    def __init__(
+        self, port: int | None = None, cpus: str | None = None, data_dir: Path | None = None
+    ) -> None:
         self.port = port or free_port()
         self._cpus = cpus
+        self.data_dir = data_dir
         self._dir: tempfile.TemporaryDirectory[str] | None = None
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -71,15 +79,21 @@ class EmbeddedRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> "EmbeddedRedis":
-        """Start the server and wait until it answers."""
-        self._dir = tempfile.TemporaryDirectory(prefix="inferq-redis-")
+        """Start the server and wait until it answers (having loaded its data, if kept)."""
+        if self.data_dir is not None:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            where = str(self.data_dir.resolve())
+            persistence = ["--appendonly", "yes", "--appendfsync", "everysec"]
+        else:
+            self._dir = tempfile.TemporaryDirectory(prefix="inferq-redis-")
+            where, persistence = self._dir.name, ["--appendonly", "no"]
         cmd = [
             valkey_binary(),
             "--port", str(self.port),
             "--bind", "127.0.0.1",
-            "--save", "",
-            "--appendonly", "no",
-            "--dir", self._dir.name,
+            "--save", "",  # no RDB snapshots: the append-only file (if any) is the record
+            *persistence,
+            "--dir", where,
             "--protected-mode", "no",
             "--loglevel", "warning",
         ]  # fmt: skip
@@ -97,7 +111,7 @@ class EmbeddedRedis:
         return self
 
     def stop(self) -> None:
-        """Stop the server (SIGKILL after 5 s)."""
+        """Stop the server (SIGKILL after 5 s); a kept data directory stays."""
         if self.process:
             if self.process.poll() is None:
                 self.process.terminate()

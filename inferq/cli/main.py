@@ -127,6 +127,20 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="worker processes serving every group (default 1)",
     )
+    up.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(".inferq"),
+        metavar="DIR",
+        help="where `up` keeps its state: the embedded Redis's data (DIR/redis, an append-only "
+        "file) and logs (default .inferq, in the working directory)",
+    )
+    up.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start the embedded Redis empty: delete DIR/redis first (queues, batches, results, "
+        "files, usage)",
+    )
 
     status = sub.add_parser(
         "status",
@@ -255,7 +269,15 @@ def _worker(args: argparse.Namespace, env: RuntimeEnv, config: GatewayConfig) ->
 def _up(args: argparse.Namespace, env: RuntimeEnv, config: GatewayConfig) -> int:
     from inferq.cli.up import up
 
-    return up(config, env, args.host, args.port, args.processes)
+    return up(
+        config,
+        env,
+        args.host,
+        args.port,
+        args.processes,
+        state_dir=args.state_dir,
+        fresh=args.fresh,
+    )
 
 
 def _status(args: argparse.Namespace, env: RuntimeEnv, config: GatewayConfig) -> int:

@@ -1,12 +1,14 @@
 """`inferq up`: the whole fabric on one machine, supervised until Ctrl-C.
 
-Redis: $REDIS_URL if it answers, else an embedded Valkey. llama.cpp: started for local
+Redis: $REDIS_URL if it answers, else an embedded Valkey that keeps its data in the state
+directory (`.inferq/redis`, an append-only file fsynced every second). llama.cpp: started for local
 deployments whose api_base does not answer. Then the workers (one process serving every servable
 group, or `--processes N` copies) and the API. Cloud deployments without keys are reported as
 unavailable, not started. Each process follows reloads of the config file.
 """
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,9 +23,18 @@ from inferq.config.model import Provider
 DEV_MASTER_KEY = "sk-inferq-local-dev"
 
 
-def up(config: GatewayConfig, env: RuntimeEnv, host: str, port: int, processes: int = 1) -> int:
+def up(
+    config: GatewayConfig,
+    env: RuntimeEnv,
+    host: str,
+    port: int,
+    processes: int = 1,
+    *,
+    state_dir: Path = Path(".inferq"),
+    fresh: bool = False,
+) -> int:
     """Start everything, print how to use it, and supervise until interrupted."""
-    fabric = _Fabric(config, env, processes)
+    fabric = _Fabric(config, env, processes, state_dir, fresh)
     signal.signal(signal.SIGTERM, fabric.stop)
     signal.signal(signal.SIGINT, fabric.stop)
     signal.signal(signal.SIGHUP, fabric.forward)
@@ -41,10 +52,13 @@ def up(config: GatewayConfig, env: RuntimeEnv, host: str, port: int, processes: 
 class _Fabric:
     """The processes `up` owns, started in dependency order and stopped in reverse."""
 
-    def __init__(self, config: GatewayConfig, env: RuntimeEnv, processes: int) -> None:
+    def __init__(
+        self, config: GatewayConfig, env: RuntimeEnv, processes: int, state_dir: Path, fresh: bool
+    ) -> None:
         self.config = config
         self.env = env
-        self.state_dir = Path(".inferq")
+        self.state_dir = state_dir
+        self.fresh = fresh
         self.embedded: EmbeddedRedis | None = None
         self.llamas: list[LlamaServer] = []
         self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
@@ -61,7 +75,7 @@ class _Fabric:
                 proc.send_signal(signum)
 
     def start(self, host: str, port: int) -> None:
-        self.state_dir.mkdir(exist_ok=True)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
         redis_url = self._redis()
         self.llamas = _start_local_backends(self.config, self.state_dir)
         child_env = {**os.environ, "REDIS_URL": redis_url}
@@ -85,8 +99,15 @@ class _Fabric:
         if redis_answers(url):
             _say(f"Redis      {_safe(url)}")
             return url
-        self.embedded = EmbeddedRedis().start()
+        data = self.state_dir / "redis"
+        if self.fresh and data.exists():
+            shutil.rmtree(data)
+            _say(f"Redis      --fresh: deleted {data}")
+        kept = data.exists()
+        self.embedded = EmbeddedRedis(data_dir=data).start()
         _say(f"Redis      {_safe(url)} not answering: embedded Valkey at {self.embedded.url}")
+        again = "; reloaded what it held" if kept else ""
+        _say(f"Redis      data in {data} (append-only, fsync every second{again})")
         return self.embedded.url
 
     def supervise(self) -> int:
