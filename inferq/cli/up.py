@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-from inferq.broker.connection import sentinel_target
 from inferq.cli.local import EmbeddedRedis, LlamaServer, port_open, redis_answers
 from inferq.config import GatewayConfig, RuntimeEnv
 from inferq.config.model import Provider
@@ -97,7 +96,7 @@ class _Fabric:
 
     def _redis(self) -> str:
         url = self.env.redis_url
-        if sentinel_target(url) is not None or redis_answers(url):  # sentinels: theirs to run
+        if redis_answers(url):
             _say(f"Redis      {_safe(url)}")
             return url
         data = self.state_dir / "redis"
