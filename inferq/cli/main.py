@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from inferq.broker.connection import SentinelURL
 from inferq.cli.logs import configure
 from inferq.config import ConfigError, GatewayConfig, RuntimeEnv, load_config, runtime_env
 
@@ -40,6 +41,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(env.config_path)
     except ConfigError as exc:
         print(f"inferq: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        SentinelURL.parse(env.redis_url)
+    except ValueError as exc:
+        print(f"inferq: REDIS_URL: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     handler = {
         "api": _api,
