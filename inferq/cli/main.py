@@ -15,6 +15,7 @@ EXIT_CONFIG = 2
 EPILOG = """examples:
   inferq up                                  # everything on this machine (what `make run` does)
   inferq api --port 8001                     # the HTTP facade only
+  inferq api --port 8001 --processes 2       # two API processes sharing the port (more cores)
   inferq api --log-json                      # one JSON object per log line (or INFERQ_LOG_JSON=1)
   inferq worker --group local-model          # serve every deployment of one model group
   inferq worker --group gpt-4o --processes 3 # three processes for one backend (scale out)
@@ -88,6 +89,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     api.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     api.add_argument("--port", type=int, default=8001, help="port (default 8001)")
+    api.add_argument(
+        "--processes",
+        type=_positive,
+        default=1,
+        help="run N API processes on the same port (SO_REUSEPORT: the kernel spreads "
+        "connections between them), supervised by this one (default 1)",
+    )
+    api.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
 
     worker = sub.add_parser(
         "worker",
@@ -222,6 +231,12 @@ def _parser() -> argparse.ArgumentParser:
 def _api(args: argparse.Namespace, env: RuntimeEnv, config: GatewayConfig) -> int:
     from inferq.api.main import run
 
+    if args.processes > 1:
+        from inferq.cli.processes import Copies
+
+        argv = ["api", "--config", str(env.config_path), "--host", args.host]
+        argv += ["--port", str(args.port), "--reuse-port"]
+        return Copies(argv, args.processes, what="API").run()
     run(
         config,
         env.redis_url,
@@ -229,6 +244,7 @@ def _api(args: argparse.Namespace, env: RuntimeEnv, config: GatewayConfig) -> in
         args.port,
         log_level=env.log_level,
         config_path=env.config_path,
+        reuse_port=args.reuse_port,
     )
     return 0
 
