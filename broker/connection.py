@@ -1,10 +1,20 @@
-"""Redis connections: bounded pools, and the one place redis-py errors become BrokerUnavailable."""
+"""Redis connections: bounded pools, and the one place redis-py errors become BrokerUnavailable.
+
+`REDIS_URL` names one server (`redis://`, `rediss://`) or a primary found through Sentinel
+(`redis+sentinel://`, `rediss+sentinel://`; see `SentinelURL`). A client made here follows a
+failover by itself: its connections ask the sentinels where the primary is whenever they
+(re)connect, and a connection that finds the old primary gone or demoted is dropped.
+"""
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
@@ -19,25 +29,108 @@ PubSub = aioredis.client.PubSub
 UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
 
+@dataclass(frozen=True)
+class SentinelURL:
+    """`redis+sentinel://[[user]:password@]host:port[,host:port...]/service[/db]`.
+
+    The password (and user) is the data nodes'; sentinels that want one of their own take it
+    as `?sentinel_password=...`. `rediss+sentinel://` speaks TLS to the data nodes.
+    """
+
+    hosts: tuple[tuple[str, int], ...]
+    service: str
+    db: int = 0
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    sentinel_password: str | None = field(default=None, repr=False)
+    tls: bool = False
+
+    @classmethod
+    def parse(cls, url: str) -> "SentinelURL | None":
+        """The Sentinel URL `url` is, or None for a plain `redis://` one; ValueError when it
+        is a Sentinel URL that cannot be used."""
+        scheme, sep, _ = url.partition("://")
+        if not sep or scheme not in ("redis+sentinel", "rediss+sentinel"):
+            return None
+        parts = urlsplit(url)
+        userinfo, _, hostlist = parts.netloc.rpartition("@")
+        username, _, password = userinfo.partition(":") if userinfo else ("", "", "")
+        hosts = tuple(_host_port(item) for item in hostlist.split(",") if item)
+        path = [p for p in parts.path.split("/") if p]
+        if not hosts or not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
+            raise ValueError(
+                "a Sentinel URL is redis+sentinel://host:port[,host:port...]/service[/db]"
+            )
+        query = parse_qs(parts.query)
+        return cls(
+            hosts=hosts,
+            service=unquote(path[0]),
+            db=int(path[1]) if len(path) == 2 else 0,
+            username=unquote(username) or None,
+            password=unquote(password) or None,
+            sentinel_password=query.get("sentinel_password", [""])[0] or None,
+            tls=scheme == "rediss+sentinel",
+        )
+
+
+def _host_port(item: str) -> tuple[str, int]:
+    host, _, port = item.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"a sentinel address is host:port, not {item!r}")
+    return host.strip("[]"), int(port)
+
+
+class _BlockingSentinelPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):
+    """Sentinel's pool (connections find the primary) that waits, rather than fails, when all
+    of its connections are busy; closing it closes its sentinel connections too."""
+
+    async def aclose(self) -> None:
+        await super().aclose()
+        await self.sentinel_manager.aclose()
+
+
 def connect(url: str, *, max_connections: int = 64, blocking_reads: bool = False) -> Redis:
-    """A client over a BlockingConnectionPool: past `max_connections` callers wait, not fail.
+    """A client over a blocking pool: past `max_connections` callers wait, not fail.
 
     `blocking_reads` drops the socket timeout for clients that issue blocking XREADGROUP.
     Connect attempts time out fast so an outage is reported within a second. A command is
-    retried once on a connection error: after a Redis restart every pooled connection is dead,
-    and the first use of each must not fail a job (a second failure is a real outage).
+    retried once on a connection error: after a Redis restart (or a Sentinel failover) every
+    pooled connection is dead, and the first use of each must not fail a job (a second failure
+    is a real outage).
     """
-    pool = aioredis.BlockingConnectionPool.from_url(
-        url,
-        max_connections=max_connections,
-        timeout=5,
-        socket_connect_timeout=0.4,
-        socket_timeout=None if blocking_reads else 5.0,
-        socket_keepalive=True,
-        health_check_interval=30,
-        retry=Retry(NoBackoff(), 1),
+    options: dict[str, Any] = {
+        "max_connections": max_connections,
+        "timeout": 5,
+        "socket_connect_timeout": 0.4,
+        "socket_timeout": None if blocking_reads else 5.0,
+        "socket_keepalive": True,
+        "health_check_interval": 30,
+        "retry": Retry(NoBackoff(), 1),
+    }
+    sentinel = SentinelURL.parse(url)
+    if sentinel is None:
+        pool = aioredis.BlockingConnectionPool.from_url(url, **options)
+        return aioredis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes it
+    manager = Sentinel(  # type: ignore[no-untyped-call]
+        list(sentinel.hosts),
+        sentinel_kwargs={
+            "socket_connect_timeout": 0.4,
+            "socket_timeout": 1.0,
+            "password": sentinel.sentinel_password,
+        },
     )
-    return aioredis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes it
+    client: Redis = manager.master_for(
+        sentinel.service,
+        redis_class=aioredis.Redis,
+        connection_pool_class=_BlockingSentinelPool,
+        db=sentinel.db,
+        username=sentinel.username,
+        password=sentinel.password,
+        ssl=sentinel.tls,
+        check_connection=True,
+        **options,
+    )
+    return client
 
 
 @asynccontextmanager

@@ -1,22 +1,41 @@
-"""Shared fixtures: a real Redis (the machine's, else an embedded one) and a fake backend."""
+"""Shared fixtures: a real Redis (the machine's, else an embedded one) and a fake backend.
+
+Tests marked `topologies` run once per Redis topology: the single server, and a primary with a
+replica behind three sentinels (started for the run on loopback ports).
+"""
 
 import os
 import secrets
 from collections.abc import Iterator
 
 import pytest
-import redis
 
 from inferq.cli.local import EmbeddedRedis, redis_answers
 from tests.support.fake_backend import BackendThread, Behaviour, FakeBackend
+from tests.support.topology import SentinelSet, sync_client
 
 _DEFAULT = "redis://127.0.0.1:6379/15"
+TOPOLOGIES = ("single", "sentinel")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.definition.get_closest_marker("topologies") and (
+        "redis_url" in metafunc.fixturenames
+    ):
+        metafunc.parametrize("redis_url", TOPOLOGIES, indirect=True, scope="session")
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
+def redis_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """A real Redis for the whole run: $INFERQ_TEST_REDIS_URL, the local one (db 15), or
-    an embedded Valkey started for the run."""
+    an embedded Valkey started for the run; for `topologies` tests, also a Sentinel set."""
+    if getattr(request, "param", "single") == "sentinel":
+        servers = SentinelSet().start()
+        try:
+            yield servers.url
+        finally:
+            servers.stop()
+        return
     url = os.environ.get("INFERQ_TEST_REDIS_URL", _DEFAULT)
     if redis_answers(url):
         yield url
@@ -31,7 +50,7 @@ def redis_url() -> Iterator[str]:
 def _own_prefix(redis_url: str) -> Iterator[str]:
     name = f"t{secrets.token_hex(4)}"
     yield name
-    client = redis.Redis.from_url(redis_url)
+    client = sync_client(redis_url)
     keys = list(client.scan_iter(match=f"{name}:*", count=1000))
     if keys:
         client.delete(*keys)

@@ -12,6 +12,7 @@ import httpx
 
 from tests.support.fabric import MASTER_KEY, Fabric
 from tests.support.fake_backend import Behaviour, FakeBackend
+from tests.support.topology import sync_client
 from tests.test_cli import cli
 
 CONFIG = """
@@ -114,5 +115,47 @@ def test_more_worker_processes_serve_more_jobs_at_once(
         )
         assert replaced["groups"]["fake"]["slots"] == 6
         assert burst(fabric, 4) == [200] * 4
+    finally:
+        fabric.stop()
+
+
+def _reply_channels(fabric: Fabric, prefix: str) -> set[bytes]:
+    client = sync_client(fabric.redis_url)
+    try:
+        return set(client.pubsub_channels(f"{prefix}:reply:*"))
+    finally:
+        client.close()
+
+
+def _children(pid: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def test_two_api_processes_share_one_port_and_one_that_dies_is_replaced(
+    tmp_path: Path, redis_url: str, prefix: str, backend: FakeBackend
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(CONFIG.format(api_base=backend.api_base, key=MASTER_KEY, prefix=prefix))
+    fabric = Fabric(config, redis_url, tmp_path)
+    try:
+        fabric.start_worker()
+        fabric.start_api("--processes", "2")
+        deadline = time.monotonic() + 20
+        while len(_reply_channels(fabric, prefix)) < 2:  # each process listens on its own
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        supervisor = fabric.procs["api"].pid
+        first = _children(supervisor)
+        assert len(first) == 2
+        # Each request on a new connection: the kernel spreads them over both processes.
+        assert burst(fabric, 24) == [200] * 24
+        os.kill(first[0], signal.SIGKILL)
+        time.sleep(0.3)
+        assert burst(fabric, 12) == [200] * 12  # the survivor takes every new connection
+        deadline = time.monotonic() + 20
+        while len(set(_children(supervisor)) - {first[0]}) < 2:
+            assert time.monotonic() < deadline, "the dead API process was not replaced"
+            time.sleep(0.1)
+        assert burst(fabric, 12) == [200] * 12
     finally:
         fabric.stop()

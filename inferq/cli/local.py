@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
+from inferq.broker.connection import SentinelURL
+
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -33,12 +35,18 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
 
 
 def redis_answers(url: str) -> bool:
-    """True when a Redis-protocol server answers PING at `url`."""
+    """True when a Redis-protocol server answers PING at `url` (for a Sentinel URL: one of
+    its sentinels)."""
+    sentinel = SentinelURL.parse(url)
+    if sentinel is not None:
+        return any(_pings(host, port) for host, port in sentinel.hosts)
     parsed = urlparse(url)
+    return _pings(parsed.hostname or "127.0.0.1", parsed.port or 6379)
+
+
+def _pings(host: str, port: int) -> bool:
     try:
-        with socket.create_connection(
-            (parsed.hostname or "127.0.0.1", parsed.port or 6379), timeout=0.5
-        ) as s:
+        with socket.create_connection((host, port), timeout=0.5) as s:
             s.sendall(b"PING\r\n")
             return s.recv(64).startswith((b"+PONG", b"-NOAUTH"))
     except OSError:

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from inferq.broker.connection import SentinelURL
 from inferq.cli.logs import configure
 from inferq.config import ConfigError, GatewayConfig, RuntimeEnv, load_config, runtime_env
 
@@ -14,6 +15,7 @@ EXIT_CONFIG = 2
 EPILOG = """examples:
   inferq up                                  # everything on this machine (what `make run` does)
   inferq api --port 8001                     # the HTTP facade only
+  inferq api --port 8001 --processes 2       # two API processes sharing the port (more cores)
   inferq api --log-json                      # one JSON object per log line (or INFERQ_LOG_JSON=1)
   inferq worker --group local-model          # serve every deployment of one model group
   inferq worker --group gpt-4o --processes 3 # three processes for one backend (scale out)
@@ -40,6 +42,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(env.config_path)
     except ConfigError as exc:
         print(f"inferq: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        SentinelURL.parse(env.redis_url)
+    except ValueError as exc:
+        print(f"inferq: REDIS_URL: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     handler = {
         "api": _api,
@@ -82,6 +89,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     api.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     api.add_argument("--port", type=int, default=8001, help="port (default 8001)")
+    api.add_argument(
+        "--processes",
+        type=_positive,
+        default=1,
+        help="run N API processes on the same port (SO_REUSEPORT: the kernel spreads "
+        "connections between them), supervised by this one (default 1)",
+    )
+    api.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
 
     worker = sub.add_parser(
         "worker",
@@ -230,6 +245,12 @@ def _parser() -> argparse.ArgumentParser:
 def _api(args: argparse.Namespace, env: RuntimeEnv, config: GatewayConfig) -> int:
     from inferq.api.main import run
 
+    if args.processes > 1:
+        from inferq.cli.processes import Copies
+
+        argv = ["api", "--config", str(env.config_path), "--host", args.host]
+        argv += ["--port", str(args.port), "--reuse-port"]
+        return Copies(argv, args.processes, what="API").run()
     run(
         config,
         env.redis_url,
@@ -237,6 +258,7 @@ def _api(args: argparse.Namespace, env: RuntimeEnv, config: GatewayConfig) -> in
         args.port,
         log_level=env.log_level,
         config_path=env.config_path,
+        reuse_port=args.reuse_port,
     )
     return 0
 

@@ -1,7 +1,9 @@
-"""`inferq worker --processes N`: N copies of one worker command, supervised by this process.
+"""`inferq worker --processes N` and `inferq api --processes N`: N copies of one command,
+supervised by this process.
 
-Each copy is a whole `inferq worker` process (its own event loop, Redis connections and
-heartbeats), so copies use several cores and one crashing takes no other down. The supervisor
+Each copy is a whole `inferq worker` (or `inferq api`) process, with its own event loop, Redis
+connections and heartbeats, so copies use several cores and one crashing takes no other down
+(API copies share their port through SO_REUSEPORT). The supervisor
 restarts a copy that exits on its own, forwards SIGHUP (reload) to every copy, and on SIGTERM
 or Ctrl-C lets each finish its in-flight jobs before it exits.
 """
@@ -21,8 +23,9 @@ RESTART_BACKOFF_MAX = 30.0
 class Copies:
     """The supervised copies of one command."""
 
-    def __init__(self, argv: Sequence[str], count: int) -> None:
+    def __init__(self, argv: Sequence[str], count: int, what: str = "worker") -> None:
         self._cmd = [sys.executable, "-m", "inferq.cli", *argv]
+        self._what = what
         self._count = count
         self._procs: list[subprocess.Popen[bytes] | None] = [None] * count
         self._started = [0.0] * count
@@ -35,7 +38,7 @@ class Copies:
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
         signal.signal(signal.SIGHUP, self._forward)
-        log.info("starting %d worker processes: %s", self._count, " ".join(self._cmd[3:]))
+        log.info("starting %d %s processes: %s", self._count, self._what, " ".join(self._cmd[3:]))
         for i in range(self._count):
             self._start(i)
         while not self._stopping:
@@ -62,7 +65,8 @@ class Copies:
             if now - self._started[i] > 60:
                 self._backoff[i] = 1.0
             log.warning(
-                "worker process %d (pid %d) exited with status %s; restarting in %gs",
+                "%s process %d (pid %d) exited with status %s; restarting in %gs",
+                self._what,
                 i + 1,
                 proc.pid,
                 status,

@@ -75,6 +75,7 @@ def chat(prompt: str, **kw: object) -> dict[str, object]:
     return {"model": "fake", "messages": [{"role": "user", "content": prompt}], **kw}
 
 
+@pytest.mark.topologies
 def test_second_identical_request_is_a_hit_without_the_backend(
     fabric: Fabric, fake: FakeBackend
 ) -> None:
@@ -207,6 +208,7 @@ def test_failures_and_cut_streams_are_not_cached(fabric: Fabric, fake: FakeBacke
     assert ask(fabric, chat(cut, stream=True)).headers["x-inferq-cache"] == "miss"
 
 
+@pytest.mark.topologies
 def test_single_flight_two_concurrent_requests_one_backend_call(
     fabric: Fabric, fake: FakeBackend
 ) -> None:

@@ -12,6 +12,9 @@ from tests.support import fabric as fabric_module
 from tests.support.fabric import MASTER_KEY, Fabric, running, write_config
 from tests.support.fake_backend import Behaviour, FakeBackend
 
+# The spine runs on every Redis topology (tests/conftest.py).
+pytestmark = pytest.mark.topologies
+
 MESSAGES = [{"role": "user", "content": "Hello there"}]
 
 

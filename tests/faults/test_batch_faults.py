@@ -8,7 +8,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
-import redis as sync_redis
+import pytest
 
 from inferq.broker.batch.submit import BatchRequest, Submitter
 from inferq.broker.connection import connect
@@ -18,8 +18,10 @@ from inferq.config import load_config
 from tests.faults.conftest import deployment, models, settings
 from tests.support.fabric import Fabric
 from tests.support.fake_backend import FakeBackend
+from tests.support.topology import sync_client
 
 
+@pytest.mark.topologies
 async def test_sigkill_mid_batch_every_request_gets_one_result(
     backends: Callable[[], FakeBackend],
     fabric_for: Callable[..., Fabric],
@@ -48,7 +50,7 @@ async def test_sigkill_mid_batch_every_request_gets_one_result(
     await redis.aclose()
 
     assert Counter(custom_ids) == Counter(f"r{i}" for i in range(20))  # each exactly once
-    client = sync_redis.Redis.from_url(redis_url)
+    client = sync_client(redis_url)
     assert client.xlen(keys.submission_results("s")) == 20  # no result written twice
     assert client.xpending(keys.batch("g"), CONSUMER_GROUP)["pending"] == 0
     assert client.xlen(keys.batch("g")) == 0

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 
 import openai
+import pytest
 import redis as sync_redis
 
 from tests.faults.conftest import deployment, models, settings
@@ -43,6 +44,7 @@ def wait_for(predicate: Callable[[], bool], timeout: float) -> None:
         time.sleep(0.02)
 
 
+@pytest.mark.topologies
 def test_sigkill_mid_stream_is_reclaimed_and_completed(
     backends: Callable[[], FakeBackend], fabric_for: Callable[..., Fabric]
 ) -> None:
