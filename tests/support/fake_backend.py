@@ -85,7 +85,13 @@ class FakeBackend:
     async def _handle(
         self, path: bytes, raw: bytes, writer: asyncio.StreamWriter, headers: dict[str, str]
     ) -> bool:
-        known = (b"/chat/completions", b"/completions", b"/embeddings", b"/v1/messages")
+        known = (
+            b"/chat/completions",
+            b"/completions",
+            b"/embeddings",
+            b"/v1/messages",
+            b"/v1/messages/count_tokens",
+        )
         if not path.endswith(known):
             error = {"message": "not found", "type": "invalid_request_error"}
             _respond(writer, 404, {"error": error})
@@ -138,9 +144,13 @@ class FakeBackend:
     ) -> bool | None:
         """Anthropic messages, tool calls, text completions, embeddings (no fault behaviours)."""
         stream = bool(body.get("stream"))
-        if path.endswith(b"/v1/messages"):
-            if not stream:
-                _respond(writer, 200, wire.anthropic_message(body, words))
+        counting = path.endswith(b"/count_tokens")
+        if path.endswith(b"/v1/messages") or counting:
+            if counting or not stream:
+                answer = (
+                    wire.anthropic_count(body) if counting else wire.anthropic_message(body, words)
+                )
+                _respond(writer, 200, answer)
                 return True
             _start_chunked(writer)
             for event in wire.anthropic_events(body, words):
