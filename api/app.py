@@ -30,6 +30,7 @@ from inferq.api.middleware.body_limit import BodyLimit
 from inferq.api.ops.health import health, liveliness, readiness
 from inferq.api.ops.observe import metrics, usage_report
 from inferq.api.ops.ui import Dashboard
+from inferq.api.responses import routes as responses
 from inferq.api.state import CurrentConfig, Gateway
 from inferq.broker.connection import Redis, connect
 from inferq.broker.errors import BrokerError, BrokerUnavailable
@@ -117,6 +118,17 @@ def _add_routes(app: FastAPI) -> None:
         app.add_route(f"{prefix}/chat/completions", chat_completions, methods=["POST"])
         app.add_route(f"{prefix}/completions", completions, methods=["POST"])
         app.add_route(f"{prefix}/embeddings", embeddings, methods=["POST"])
+        app.add_route(f"{prefix}/responses", responses.create_response, methods=["POST"])
+        app.add_api_route(
+            f"{prefix}/responses/{{response_id}}",
+            logged(responses.retrieve_response),
+            methods=["GET"],
+        )
+        app.add_api_route(
+            f"{prefix}/responses/{{response_id}}",
+            logged(responses.remove_response),
+            methods=["DELETE"],
+        )
         app.add_api_route(f"{prefix}/models", logged(list_models), methods=["GET"])
         app.add_api_route(
             f"{prefix}/models/{{model:path}}", logged(retrieve_model), methods=["GET"]
