@@ -158,7 +158,7 @@ class FakeBackend:
         elif path.endswith(b"/embeddings"):
             _respond(writer, 200, wire.embeddings(body, self.behaviour.per_token_embeddings))
             return True
-        elif path.endswith(b"/chat/completions") and body.get("tools"):
+        elif path.endswith(b"/chat/completions") and body.get("tools") and not _tool_ran(body):
             if not stream:
                 _respond(writer, 200, wire.openai_tool_call(body))
                 return True
@@ -235,6 +235,13 @@ class FakeBackend:
         writer.write(b"0\r\n\r\n")
         await writer.drain()
         return True
+
+
+def _tool_ran(body: dict[str, Any]) -> bool:
+    """The conversation ends in a tool's result: a model answers it in text, as an agent
+    loop needs to end."""
+    messages = body.get("messages") or [{}]
+    return isinstance(messages[-1], dict) and messages[-1].get("role") == "tool"
 
 
 def _usage(body: dict[str, Any], words: list[str]) -> dict[str, int]:
