@@ -371,6 +371,21 @@ def test_backend_failure_is_an_openai_error(client: openai.OpenAI, local: FakeBa
         client.responses.create(model="local-model", input="x")
 
 
+def test_retries_and_routing_headers_work_as_for_chat(fabric: Fabric, local: FakeBackend) -> None:
+    local.behaviour = Behaviour(status=500, fail_first=1)
+    resp = httpx.post(
+        fabric.base_url + "/v1/responses",
+        json={"model": "local-model", "input": "Hi", "max_output_tokens": 2},
+        headers={**AUTH, "x-request-id": "resp-test-1"},
+    )
+    assert resp.status_code == 200
+    assert resp.json()["output"][0]["content"][0]["text"] == "w0 w1 "
+    assert resp.headers["x-inferq-attempts"] == "2"  # the 500 was retried
+    assert resp.headers["x-inferq-model-group"] == "local-model"
+    assert resp.headers["x-request-id"] == "resp-test-1"
+    assert len(local.requests) == 2
+
+
 # ---- an Anthropic deployment ------------------------------------------------------------------
 
 
