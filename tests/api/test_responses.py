@@ -190,6 +190,30 @@ def test_streamed_response_has_the_full_event_sequence(client: openai.OpenAI) ->
     Response.model_validate(final.model_dump(mode="json", exclude_unset=True), strict=True)
 
 
+def test_answer_cut_at_the_token_limit_is_incomplete(
+    client: openai.OpenAI, local: FakeBackend
+) -> None:
+    local.behaviour.finish_reason = "length"
+    response = create(client, model="local-model", input="Hello", max_output_tokens=2)
+    assert response.status == "incomplete"
+    assert response.incomplete_details is not None
+    assert response.incomplete_details.reason == "max_output_tokens"
+    got = events(client, model="local-model", input="Hello", max_output_tokens=2)
+    assert got[-1].type == "response.incomplete"
+    assert got[-1].response.incomplete_details.reason == "max_output_tokens"
+
+
+def test_stream_failing_midway_ends_in_an_error_event(
+    client: openai.OpenAI, local: FakeBackend
+) -> None:
+    local.behaviour.drop_after = 2  # every attempt breaks after two tokens
+    got = events(client, model="local-model", input="Hello", max_output_tokens=6)
+    assert got[-1].type == "error"
+    assert got[-1].message
+    assert "response.completed" not in [e.type for e in got]
+    assert [e.sequence_number for e in got] == list(range(len(got)))
+
+
 def test_function_tool_round_trip(client: openai.OpenAI, local: FakeBackend) -> None:
     first = create(
         client, model="local-model", input="Weather in Paris?", tools=[WEATHER], tool_choice="auto"

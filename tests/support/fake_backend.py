@@ -33,6 +33,7 @@ class Behaviour:
     retry_after: str | None = None
     per_token_embeddings: bool = False  # answer like llama.cpp does for SmolLM2
     complete_delay: float = 0.0  # seconds a non-stream chat answer takes (a slow generation)
+    finish_reason: str = "stop"  # of a chat answer ("length": cut at the token limit)
 
 
 @dataclass
@@ -134,7 +135,7 @@ class FakeBackend:
                     raise
             if b.first_token_delay or b.complete_delay:
                 await asyncio.sleep(b.first_token_delay + b.complete_delay)
-            _respond(writer, 200, _completion(body, words))
+            _respond(writer, 200, _completion(body, words, b.finish_reason))
             return True
         finally:
             self.active -= 1
@@ -226,7 +227,8 @@ class FakeBackend:
                 await asyncio.sleep(b.token_delay)
         if not b.no_finish:
             _event(
-                writer, {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+                writer,
+                {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": b.finish_reason}]},
             )
             wants_usage = (body.get("stream_options") or {}).get("include_usage")
             if b.usage_in_stream and wants_usage:
@@ -253,7 +255,7 @@ def _usage(body: dict[str, Any], words: list[str]) -> dict[str, int]:
     }
 
 
-def _completion(body: dict[str, Any], words: list[str]) -> dict[str, Any]:
+def _completion(body: dict[str, Any], words: list[str], finish: str = "stop") -> dict[str, Any]:
     return {
         "id": "chatcmpl-fake",
         "object": "chat.completion",
@@ -263,7 +265,7 @@ def _completion(body: dict[str, Any], words: list[str]) -> dict[str, Any]:
             {
                 "index": 0,
                 "message": {"role": "assistant", "content": "".join(words)},
-                "finish_reason": "stop",
+                "finish_reason": finish,
             }
         ],
         "usage": _usage(body, words),
