@@ -15,25 +15,6 @@ from inferq.api.errors import InvalidRequest
 from inferq.broker.bodies import GatewayOptions
 
 
-class ResponsesRequest(GatewayOptions):
-    """`POST /v1/responses` as far as the gateway needs to understand it."""
-
-    input: str | list[dict[str, Any]] | None = None
-    instructions: str | None = None
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
-    parallel_tool_calls: bool | None = None
-    max_output_tokens: int | None = Field(default=None, ge=1)
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, ge=0, le=1)
-    text: "TextConfig | None" = None
-    reasoning: dict[str, Any] | None = None
-    metadata: dict[str, str] | None = None
-    store: bool = True
-    previous_response_id: str | None = None
-    user: str | None = None
-
-
 class TextFormat(BaseModel):
     """`text.format`: plain text, any JSON object, or JSON matching a schema."""
 
@@ -52,7 +33,23 @@ class TextConfig(BaseModel):
     format: TextFormat | None = None
 
 
-ResponsesRequest.model_rebuild()
+class ResponsesRequest(GatewayOptions):
+    """`POST /v1/responses` as far as the gateway needs to understand it."""
+
+    input: str | list[dict[str, Any]] | None = None
+    instructions: str | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    max_output_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    text: TextConfig | None = None
+    reasoning: dict[str, Any] | None = None
+    metadata: dict[str, str] | None = None
+    store: bool = True
+    previous_response_id: str | None = None
+    user: str | None = None
 
 
 def input_messages(req: ResponsesRequest) -> list[dict[str, Any]]:
