@@ -20,15 +20,17 @@ from inferq.api.batch import routes as batches
 from inferq.api.batch.driver import BatchDriver
 from inferq.api.errors import GatewayError, InvalidRequest, NotFound, Unavailable
 from inferq.api.inference.chat import chat_completions, completions, embeddings
+from inferq.api.inference.count_tokens import count_tokens
 from inferq.api.inference.live import LiveGroups
 from inferq.api.inference.messages import messages
-from inferq.api.inference.models import list_models
+from inferq.api.inference.models import list_models, retrieve_model
 from inferq.api.middleware.access import finish_response, logged
 from inferq.api.middleware.auth import MasterKeyAuth
 from inferq.api.middleware.body_limit import BodyLimit
 from inferq.api.ops.health import health, liveliness, readiness
 from inferq.api.ops.observe import metrics, usage_report
 from inferq.api.ops.ui import Dashboard
+from inferq.api.responses import routes as responses
 from inferq.api.state import CurrentConfig, Gateway
 from inferq.broker.connection import Redis, connect
 from inferq.broker.errors import BrokerError, BrokerUnavailable
@@ -116,7 +118,21 @@ def _add_routes(app: FastAPI) -> None:
         app.add_route(f"{prefix}/chat/completions", chat_completions, methods=["POST"])
         app.add_route(f"{prefix}/completions", completions, methods=["POST"])
         app.add_route(f"{prefix}/embeddings", embeddings, methods=["POST"])
+        app.add_route(f"{prefix}/responses", responses.create_response, methods=["POST"])
+        app.add_api_route(
+            f"{prefix}/responses/{{response_id}}",
+            logged(responses.retrieve_response),
+            methods=["GET"],
+        )
+        app.add_api_route(
+            f"{prefix}/responses/{{response_id}}",
+            logged(responses.remove_response),
+            methods=["DELETE"],
+        )
         app.add_api_route(f"{prefix}/models", logged(list_models), methods=["GET"])
+        app.add_api_route(
+            f"{prefix}/models/{{model:path}}", logged(retrieve_model), methods=["GET"]
+        )
         app.add_api_route(f"{prefix}/files", logged(batches.upload_file), methods=["POST"])
         app.add_api_route(f"{prefix}/files", logged(batches.list_all_files), methods=["GET"])
         app.add_api_route(
@@ -139,6 +155,7 @@ def _add_routes(app: FastAPI) -> None:
             f"{prefix}/batches/{{batch_id}}/cancel", logged(batches.cancel), methods=["POST"]
         )
     app.add_api_route("/v1/messages", messages, methods=["POST"])
+    app.add_route("/v1/messages/count_tokens", count_tokens, methods=["POST"])
     app.add_api_route("/usage", logged(usage_report), methods=["GET"])
     app.add_api_route("/metrics", logged(metrics), methods=["GET"])
     app.add_api_route("/health", logged(health), methods=["GET"])

@@ -105,6 +105,10 @@ class Keys:
         """Sorted set of file ids by creation time (for listing)."""
         return f"{self.prefix}:files"
 
+    def response(self, response_id: str) -> str:
+        """String of one stored `/v1/responses` response and the conversation it ends (JSON)."""
+        return f"{self.prefix}:response:{response_id}"
+
     def batch_record(self, batch_id: str) -> str:
         """Hash of one `/v1/batches` batch: its fields, each JSON-encoded."""
         return f"{self.prefix}:batchapi:{batch_id}"

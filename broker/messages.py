@@ -31,6 +31,9 @@ class JobKind(StrEnum):
     CHAT = "chat"  # /v1/chat/completions (and /v1/messages, translated)
     COMPLETION = "completion"  # /v1/completions
     EMBEDDING = "embedding"  # /v1/embeddings
+    # /v1/messages/count_tokens: a chat body whose prompt is counted, nothing generated. The
+    # answer is `{"input_tokens": N}`: the backend's own count where it has one (Anthropic).
+    TOKENS = "count_tokens"
 
 
 class Lane(StrEnum):

@@ -15,7 +15,8 @@ from inferq.config import Deployment
 from inferq.workers.coalesce import Coalescer
 from inferq.workers.errors import BackendProtocolError, BackendTimeout, ProviderError
 from inferq.workers.providers import Provider
-from inferq.workers.usage import counted_usage, with_earlier_tokens
+from inferq.workers.providers.base import TokenCounter
+from inferq.workers.usage import counted_usage, estimate_prompt_tokens, with_earlier_tokens
 
 # Fields a client may send that are for the gateway, not the backend.
 _GATEWAY_FIELDS = frozenset({"stream_options"})
@@ -188,6 +189,8 @@ async def run_attempt(
     )
     try:
         async with asyncio.timeout_at(first_deadline) as timer:
+            if job.kind is JobKind.TOKENS:
+                return await _count(provider, deployment, job, writer)
             if job.stream:
                 return await _stream(
                     provider, deployment, job, writer, timer=timer, deadline=deadline
@@ -238,6 +241,20 @@ async def _complete(
     if not usage or not usage.get("prompt_tokens"):
         usage, source = counted_usage(body, _output_tokens(job.kind, response)), "counted"
     return writer.reply(ReplyKind.DONE, response=response, usage=usage, usage_source=source)
+
+
+async def _count(
+    provider: Provider, deployment: Deployment, job: Job, writer: ReplyWriter
+) -> Reply:
+    """A prompt's token count: the backend's where it counts (Anthropic), else the estimate the
+    worker uses for usage when a backend reports none. No usage: nothing was generated."""
+    body = backend_body(job, deployment)
+    if isinstance(provider, TokenCounter):
+        tokens, source = await provider.count_tokens(deployment, body), "backend"
+    else:
+        tokens, source = estimate_prompt_tokens(body), "counted"
+    response = {"input_tokens": tokens}
+    return writer.reply(ReplyKind.DONE, response=response, usage_source=source)
 
 
 def _output_tokens(kind: JobKind, response: dict[str, Any]) -> int:

@@ -55,18 +55,17 @@ class BatchCreate(BaseModel):
 
 
 def _json(model: BaseModel) -> JSONResponse:
-    return JSONResponse(model.model_dump(mode="json"))
+    # Fields without a value are left out (OpenAI's schemas type them as strings or objects,
+    # not as nullable: `status_details: null` fails a strict client).
+    return JSONResponse(model.model_dump(mode="json", exclude_none=True))
 
 
 def _page(items: list[Any], more: bool) -> JSONResponse:
-    data = [i.model_dump(mode="json") for i in items]
-    return JSONResponse({
-        "object": "list",
-        "data": data,
-        "first_id": data[0]["id"] if data else None,
-        "last_id": data[-1]["id"] if data else None,
-        "has_more": more,
-    })  # fmt: skip
+    data = [i.model_dump(mode="json", exclude_none=True) for i in items]
+    page: dict[str, Any] = {"object": "list", "data": data, "has_more": more}
+    if data:  # the spec's first_id/last_id are strings: an empty page has none to give
+        page["first_id"], page["last_id"] = data[0]["id"], data[-1]["id"]
+    return JSONResponse(page)
 
 
 def _limit(request: Request, default: int = 20) -> int:
@@ -138,13 +137,14 @@ async def retrieve_file(request: Request) -> Response:
 
 
 async def retrieve_file_content(request: Request) -> Response:
-    """`GET /v1/files/{file_id}/content`: the bytes, JSONL for batch files."""
+    """`GET /v1/files/{file_id}/content`: the bytes (JSONL for batch files), served as
+    `application/json` as OpenAI's spec documents it."""
     gw = gateway(request)
     file_id = _file_id(request)
     content = await file_content(gw.redis, gw.keys, file_id)
     if content is None:
         raise NoSuchObject(f"No such File object: {file_id}", param="file_id")
-    return Response(content, media_type="application/jsonl")
+    return Response(content, media_type="application/json")
 
 
 async def remove_file(request: Request) -> Response:

@@ -56,7 +56,7 @@ async def messages(request: Request) -> Response:
     try:
         return await _messages(request)
     except GatewayError as exc:
-        return finish_response(request.scope, _anthropic_error(exc), exc.type)
+        return finish_response(request.scope, anthropic_error(exc), exc.type)
 
 
 async def _messages(request: Request) -> Response:
@@ -76,7 +76,7 @@ async def _messages(request: Request) -> Response:
     return sse(gw, started, AnthropicStream(job))
 
 
-def _anthropic_error(exc: GatewayError) -> Response:
+def anthropic_error(exc: GatewayError) -> Response:
     body = {"type": "error", "error": {"type": exc.type, "message": exc.message}}
     return Response(
         orjson.dumps(body),

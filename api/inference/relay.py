@@ -1,7 +1,7 @@
 """Relaying a streamed answer as SSE: events out, cache and usage told how it ended."""
 
 from collections.abc import AsyncIterator, Iterable
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import anyio
 from sse_starlette import EventSourceResponse
@@ -28,6 +28,16 @@ class StreamWriter(Protocol):
 
     def error(self, error: GatewayError) -> bytes:
         """The event that ends a failed stream."""
+        ...
+
+
+@runtime_checkable
+class FinishingWriter(Protocol):
+    """A writer with work to await before a successful stream's last events go out (the
+    Responses API stores the response, so a client continuing from it at once finds it)."""
+
+    async def finish(self, reply: Reply) -> None:
+        """Called with the DONE reply, before `done`."""
         ...
 
 
@@ -101,6 +111,8 @@ async def _events(gw: Gateway, started: Started, writer: StreamWriter) -> AsyncI
                     yield event
             elif reply.kind is ReplyKind.DONE:
                 outcome.done(reply)
+                if isinstance(writer, FinishingWriter):
+                    await writer.finish(reply)
                 for event in writer.done(reply):
                     yield event
                 return

@@ -41,6 +41,7 @@ class Behaviour:
     # Carry on an answer like a model does: given an assistant prefix of k words, answer from
     # word k on (and only the finish when nothing is left), instead of starting again at w0.
     continues: bool = False
+    finish_reason: str = "stop"  # of a chat answer ("length": cut at the token limit)
 
 
 @dataclass
@@ -94,7 +95,13 @@ class FakeBackend:
     async def _handle(
         self, path: bytes, raw: bytes, writer: asyncio.StreamWriter, headers: dict[str, str]
     ) -> bool:
-        known = (b"/chat/completions", b"/completions", b"/embeddings", b"/v1/messages")
+        known = (
+            b"/chat/completions",
+            b"/completions",
+            b"/embeddings",
+            b"/v1/messages",
+            b"/v1/messages/count_tokens",
+        )
         if not path.endswith(known):
             error = {"message": "not found", "type": "invalid_request_error"}
             _respond(writer, 404, {"error": error})
@@ -136,7 +143,7 @@ class FakeBackend:
                     raise
             if b.first_token_delay or b.complete_delay:
                 await asyncio.sleep(b.first_token_delay + b.complete_delay)
-            _respond(writer, 200, _completion(body, words))
+            _respond(writer, 200, _completion(body, words, b.finish_reason))
             return True
         finally:
             self.active -= 1
@@ -146,9 +153,13 @@ class FakeBackend:
     ) -> bool | None:
         """Anthropic messages, tool calls, text completions, embeddings (no fault behaviours)."""
         stream = bool(body.get("stream"))
-        if path.endswith(b"/v1/messages"):
-            if not stream:
-                _respond(writer, 200, wire.anthropic_message(body, words))
+        counting = path.endswith(b"/count_tokens")
+        if path.endswith(b"/v1/messages") or counting:
+            if counting or not stream:
+                answer = (
+                    wire.anthropic_count(body) if counting else wire.anthropic_message(body, words)
+                )
+                _respond(writer, 200, answer)
                 return True
             _start_chunked(writer)
             for event in wire.anthropic_events(body, words):
@@ -156,7 +167,7 @@ class FakeBackend:
         elif path.endswith(b"/embeddings"):
             _respond(writer, 200, wire.embeddings(body, self.behaviour.per_token_embeddings))
             return True
-        elif path.endswith(b"/chat/completions") and body.get("tools"):
+        elif path.endswith(b"/chat/completions") and body.get("tools") and not _tool_ran(body):
             if not stream:
                 _respond(writer, 200, wire.openai_tool_call(body))
                 return True
@@ -228,7 +239,8 @@ class FakeBackend:
             await self._hold(writer)
         if not b.no_finish:
             _event(
-                writer, {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+                writer,
+                {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": b.finish_reason}]},
             )
             if b.hold_after_finish:
                 await self._hold(writer)
@@ -263,6 +275,13 @@ def _words(body: dict[str, Any], b: Behaviour) -> list[str]:
     return [f"w{i} " for i in range(start, end)]
 
 
+def _tool_ran(body: dict[str, Any]) -> bool:
+    """The conversation ends in a tool's result: a model answers it in text, as an agent
+    loop needs to end."""
+    messages = body.get("messages") or [{}]
+    return isinstance(messages[-1], dict) and messages[-1].get("role") == "tool"
+
+
 def _usage(body: dict[str, Any], words: list[str]) -> dict[str, int]:
     prompt = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", [])) + 3
     return {
@@ -272,7 +291,7 @@ def _usage(body: dict[str, Any], words: list[str]) -> dict[str, int]:
     }
 
 
-def _completion(body: dict[str, Any], words: list[str]) -> dict[str, Any]:
+def _completion(body: dict[str, Any], words: list[str], finish: str = "stop") -> dict[str, Any]:
     return {
         "id": "chatcmpl-fake",
         "object": "chat.completion",
@@ -282,7 +301,7 @@ def _completion(body: dict[str, Any], words: list[str]) -> dict[str, Any]:
             {
                 "index": 0,
                 "message": {"role": "assistant", "content": "".join(words)},
-                "finish_reason": "stop",
+                "finish_reason": finish,
             }
         ],
         "usage": _usage(body, words),

@@ -76,6 +76,32 @@ class AnthropicProvider:
         except httpx.HTTPError as exc:
             raise transport_error(exc, deployment) from exc
 
+    async def count_tokens(self, deployment: Deployment, body: dict[str, Any]) -> int:
+        """Anthropic's `POST /v1/messages/count_tokens` for an OpenAI chat request body."""
+        url, headers, _content, timeout = _request(deployment, JobKind.CHAT, body, stream=False)
+        full = to_messages_request(body, deployment.upstream_model, stream=False)
+        payload = {k: v for k, v in full.items() if k in _COUNTED}
+        try:
+            resp = await self._http.post(
+                url + "/count_tokens", content=orjson.dumps(payload), headers=headers,
+                timeout=timeout,
+            )  # fmt: skip
+        except httpx.HTTPError as exc:
+            raise transport_error(exc, deployment) from exc
+        if resp.status_code >= 400:
+            raise _anthropic_error(resp.status_code, resp.content, resp.headers, deployment)
+        try:
+            count = orjson.loads(resp.content).get("input_tokens")
+        except (orjson.JSONDecodeError, AttributeError):
+            count = None
+        if not isinstance(count, int):
+            raise BackendProtocolError(f"{deployment.id} returned no input_tokens count")
+        return count
+
+
+# The fields of a Messages request that count_tokens takes (it refuses max_tokens, stream...).
+_COUNTED = frozenset({"model", "messages", "system", "tools", "tool_choice", "thinking"})
+
 
 def _request(
     deployment: Deployment, kind: JobKind, body: dict[str, Any], *, stream: bool
