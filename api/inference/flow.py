@@ -13,10 +13,13 @@ from inferq.api.errors import GatewayError, GatewayTimeout, Unavailable, Upstrea
 from inferq.api.inference.cache import CachePlan, entry, replay
 from inferq.api.inference.replies import route_headers
 from inferq.api.state import Gateway
+from inferq.api.tenants.guard import permit
+from inferq.api.tenants.principal import principal_of
 from inferq.broker.errors import BrokerError, BrokerUnavailable, QueueFull, ReplyAborted, ReplyLost
 from inferq.broker.jobs.queue import enqueue
 from inferq.broker.jobs.replies import ReplyStream
 from inferq.broker.messages import Job, Reply, ReplyKind
+from inferq.broker.tenants.vkeys import KeyRecord
 
 log = logging.getLogger("inferq.api")
 
@@ -52,8 +55,13 @@ class Started:
 async def begin(request: Request, gw: Gateway, job: Job, cache: CachePlan | None) -> Started | None:
     """`start`, with the request's usage tracked whichever way it ends; None when the client
     left before its answer began (reply 499)."""
+    record = principal_of(request.scope).record
+    if record is not None:
+        job = permit(record, gw.config, job)  # before the tracker: a 403 used nothing
     tracker = gw.usage.track(request, job)
     try:
+        if record is not None:
+            await _admit(gw, record, job, tracker)
         started = await start(request, gw, job, cache)
     except ClientGone:
         tracker.failed(499, "client_disconnected")
@@ -67,6 +75,15 @@ async def begin(request: Request, gw: Gateway, job: Job, cache: CachePlan | None
     else:
         tracker.done(started.first, started.hit)
     return started
+
+
+async def _admit(gw: Gateway, record: KeyRecord, job: Job, tracker: Tracker) -> None:
+    """Hold the request to its key's budget and limits; what it used is counted when it ends."""
+    gw.guard.check_budget(record)
+    admitted = record.limited
+    if admitted:
+        await gw.guard.admit(record, job)
+    tracker.on_end = lambda rec: gw.guard.finished(record, job, rec, admitted)
 
 
 async def start(request: Request, gw: Gateway, job: Job, cache: CachePlan | None = None) -> Started:
