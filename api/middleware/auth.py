@@ -16,6 +16,7 @@ from inferq.api.errors import AuthError, GatewayError
 from inferq.api.middleware.access import finish_response
 from inferq.api.ops import session
 from inferq.api.state import CurrentConfig
+from inferq.api.tenants.cache import MISSING as _MISSING
 from inferq.api.tenants.cache import KeyCache, expired
 from inferq.api.tenants.guard import PermissionDenied
 from inferq.api.tenants.principal import MASTER, Principal, set_principal
@@ -28,7 +29,8 @@ OPEN_PATHS = frozenset({"/health/liveliness", "/health/liveness", "/health/readi
 DASHBOARD_PAGES = frozenset({"/ui", "/ui/login", "/ui/logout"})
 # Routes for the master key and admin keys only (a key reads its own record at /key/info).
 _ADMIN_PREFIXES = ("/key/", "/ui/", "/metrics", "/health")
-_KEY_BYTES_MAX = 256
+_KEY_PREFIX = KEY_PREFIX.encode()
+_KEY_MAX = 256
 _INVALID = "Invalid API key."
 
 
@@ -72,24 +74,22 @@ class KeyAuth:
 
     async def _principal(self, scope: Scope, master: str, path: str) -> Principal | AuthError:
         headers = scope["headers"]
-        dashboard = path.startswith("/ui/")
-        error = check(headers, master, dashboard=dashboard)
-        if error is None:
-            return MASTER
         presented = _presented_key(headers)
+        if presented is None:
+            return check(headers, master, dashboard=path.startswith("/ui/")) or MASTER
+        if hmac.compare_digest(presented, master.encode()):
+            return MASTER
         cache = _cache(scope)
-        if (
-            presented is None
-            or cache is None
-            or not presented.startswith(KEY_PREFIX.encode())
-            or len(presented) > _KEY_BYTES_MAX
-        ):
-            return error
-        record = await cache.lookup(hash_key(presented))
-        if record is None or expired(record):
+        if cache is None or not presented.startswith(_KEY_PREFIX) or len(presented) > _KEY_MAX:
             return AuthError(_INVALID, code="invalid_api_key")
-        cache.used[record.key_id] = 0.0  # stamped when flushed: no clock read per request
-        return Principal(record)
+        token = hash_key(presented)
+        found = cache.cached(token)
+        if found is _MISSING:
+            found = await cache.lookup(token)
+        if found is None or found.record is None or expired(found.record):
+            return AuthError(_INVALID, code="invalid_api_key")
+        cache.used[found.record.key_id] = 0.0  # stamped when flushed: no clock read per request
+        return found
 
 
 def _forbidden(principal: Principal, path: str) -> GatewayError | None:

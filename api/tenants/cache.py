@@ -12,7 +12,9 @@ import asyncio
 import logging
 import time
 from contextlib import suppress
+from typing import Any
 
+from inferq.api.tenants.principal import Principal
 from inferq.broker.connection import Redis
 from inferq.broker.errors import BrokerError
 from inferq.broker.keys import Keys
@@ -22,6 +24,7 @@ from inferq.broker.tenants.vkeys import KeyRecord
 
 log = logging.getLogger("inferq.api")
 
+MISSING: Any = object()  # `cached` of a key not looked up yet
 _MAX_ENTRIES = 100_000  # past this the cache starts over (a flood of random keys)
 
 
@@ -31,7 +34,7 @@ class KeyCache:
     def __init__(self, redis: Redis, listener: Redis, keys: Keys, check_every: float = 5.0):
         self._redis = redis
         self._keys = keys
-        self._records: dict[str, KeyRecord | None] = {}
+        self._records: dict[str, Principal | None] = {}
         self._generation = 0  # bumped by every invalidation: a load that raced one is not kept
         self._version: int | None = None
         self._check_every = check_every
@@ -54,23 +57,30 @@ class KeyCache:
         with suppress(BrokerError):
             await self._flush_used()
 
-    async def lookup(self, token: str) -> KeyRecord | None:
-        """The record of the key whose hash is `token`, or None (unknown or revoked)."""
+    def cached(self, token: str) -> Principal | None:
+        """The key's principal if this process holds it (None: known to be no key), else
+        MISSING."""
+        found: Principal | None = self._records.get(token, MISSING)
+        return found
+
+    async def lookup(self, token: str) -> Principal | None:
+        """The principal of the key whose hash is `token`, or None (unknown or revoked)."""
         try:
             return self._records[token]
         except KeyError:
             pass
         generation = self._generation
         record = await vkeys.load(self._redis, self._keys, token)
+        found = None if record is None else Principal(record)
         if generation == self._generation:
             if len(self._records) >= _MAX_ENTRIES:
                 self._records.clear()
-            self._records[token] = record
-        return record
+            self._records[token] = found
+        return found
 
     def records(self) -> list[KeyRecord]:
         """The records this process holds now."""
-        return [r for r in self._records.values() if r is not None]
+        return [p.record for p in self._records.values() if p is not None and p.record]
 
     def forget(self, token: str) -> None:
         """Drop one record (this process changed it)."""

@@ -1,6 +1,7 @@
 """Who a request is: the master key, or a virtual key with its record."""
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from starlette.types import Scope
 
@@ -15,12 +16,12 @@ class Principal:
 
     record: KeyRecord | None = None
 
-    @property
+    @cached_property
     def admin(self) -> bool:
         """May manage keys, read everyone's usage and see every file and batch."""
         return self.record is None or self.record.admin
 
-    @property
+    @cached_property
     def key_id(self) -> str | None:
         """The owner name of what this caller creates (None: the master key)."""
         return None if self.record is None else self.record.key_id
