@@ -3,6 +3,9 @@ backend, and the official `openai` SDK as the client of keys made through `/key/
 
 import io
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -380,3 +383,31 @@ def test_bad_key_bodies_get_a_clear_400(two: Two) -> None:
         resp = httpx.post(two.first.base_url + "/key/generate", json=body, headers=ADMIN)
         assert resp.status_code == 400, body
         assert resp.json()["error"]["type"] == "invalid_request_error"
+
+
+def _cli(fabric: Fabric, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "REDIS_URL": fabric.redis_url}
+    return subprocess.run(
+        [sys.executable, "-m", "inferq.cli", "keys", *args, "--config", str(fabric.config)],
+        capture_output=True, text=True, env=env, check=False, timeout=30,
+    )  # fmt: skip
+
+
+def test_operators_manage_keys_from_the_command_line(two: Two) -> None:
+    made = _cli(two.first, "create", "--alias", "from-cli", "--models", "fake", "--rpm", "30")
+    assert made.returncode == 0, made.stderr
+    key = made.stdout.strip()
+    two.keys.append(key)
+    assert key.startswith("sk-") and len(key) >= 40
+    with two.client(key, 2) as client:
+        assert chat(client) == "fake"
+    listed = _cli(two.first, "list").stdout
+    assert "from-cli" in listed and "rpm=30" in listed and key[3:15] not in listed
+    info = json.loads(_cli(two.first, "info", "from-cli").stdout)
+    assert info["models"] == ["fake"] and info["rpm_limit"] == 30
+    assert _cli(two.first, "create", "--models", "nope").returncode == 2
+    assert _cli(two.first, "revoke", "from-cli").returncode == 0
+    time.sleep(0.3)
+    with two.client(key, 2) as client, pytest.raises(openai.AuthenticationError):
+        chat(client)
+    assert _cli(two.first, "revoke", "from-cli").returncode == 1
