@@ -174,5 +174,5 @@ class Keys:
         return f"{self.prefix}:vkey:running:{key_id}"
 
     def owners(self) -> str:
-        """Hash of which virtual key owns each file and batch: object id → key id."""
+        """Hash of which virtual key owns each file and batch: object id → the key's hash."""
         return f"{self.prefix}:owners"

@@ -119,9 +119,9 @@ async def _mine(request: Request, gw: Gateway, object_id: str, kind: str, param:
 
 
 async def _claim(request: Request, gw: Gateway, object_id: str) -> None:
-    key_id = principal_of(request.scope).key_id
-    if key_id is not None:
-        await set_owner(gw.redis, gw.keys, object_id, key_id)
+    token = principal_of(request.scope).token
+    if token is not None:
+        await set_owner(gw.redis, gw.keys, object_id, token)
 
 
 def _listing_limit(request: Request, limit: int) -> int:

@@ -7,8 +7,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from inferq.api.state import gateway
-from inferq.api.tenants.guard import allowed_names
 from inferq.api.tenants.principal import principal_of
+from inferq.broker.tenants.access import allowed_names
 
 _STARTED = int(time.time())
 

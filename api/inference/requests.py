@@ -45,9 +45,10 @@ def make_job(
     *,
     request_id: str | None = None,
     include_usage: bool = False,
+    key: str | None = None,
 ) -> Job:
     """The job for a validated request: its chain of groups, deadline and reply address;
-    `request_id` names it in every log line about it."""
+    `request_id` names it in every log line about it; `key` is the virtual key's id."""
     config = gw.config
     try:
         chain = config.resolve(options.model, options.fallbacks, options.disable_fallbacks)
@@ -81,6 +82,7 @@ def make_job(
         num_retries=options.num_retries,
         stream_timeout=options.stream_timeout,
         request_id=request_id,
+        key=key,
     )
 
 

@@ -21,38 +21,16 @@ from inferq.broker.errors import BrokerError
 from inferq.broker.keys import Keys
 from inferq.broker.messages import Job
 from inferq.broker.tenants import limits
-from inferq.broker.tenants.vkeys import KeyRecord, budget_period
+from inferq.broker.tenants.access import NotPermitted, restrict
+from inferq.broker.tenants.vkeys import KeyRecord
 from inferq.config import GatewayConfig
 
 log = logging.getLogger("inferq.api")
 
-_FOREVER = "all"  # the budget period of a key whose budget never resets
-
 
 def period_of(record: KeyRecord, now: float) -> tuple[str, float | None]:
     """The key's current budget period and when it resets (None: never)."""
-    if not record.budget_duration:
-        return _FOREVER, None
-    return budget_period(record.budget_duration, now)
-
-
-def allowed_names(record: KeyRecord, config: GatewayConfig) -> list[str]:
-    """The model names (groups and aliases) the key may ask for."""
-    public = config.public_models()
-    if not record.models:
-        return public
-    return [m for m in record.models if m in config.groups or m in config.aliases]
-
-
-def permitted_groups(record: KeyRecord, config: GatewayConfig) -> set[str]:
-    """Groups a key's requests may be served by: the groups it names, and the configured chains
-    of the aliases it names (an alias counts as itself, with the fallbacks it was given)."""
-    groups = {m for m in record.models if m in config.groups}
-    for name in record.models:
-        alias = config.aliases.get(name)
-        if alias is not None:
-            groups.update(alias.chain)
-    return groups
+    return record.period(now)
 
 
 class PermissionDenied(GatewayError):
@@ -67,20 +45,14 @@ def permit(record: KeyRecord, config: GatewayConfig, job: Job) -> Job:
     model at all."""
     if not record.models:
         return job
-    if job.model not in record.models:
-        names = ", ".join(allowed_names(record, config)) or "none"
-        raise PermissionDenied(
-            f"This key may not use model {job.model}. Models it may use: {names}.",
-            code="permission_denied",
-            param="model",
-        )
-    allowed = permitted_groups(record, config)
-    chain = [g for g in (job.group, *job.fallbacks) if g in allowed]
-    if chain == [job.group, *job.fallbacks]:
+    chain = [job.group, *job.fallbacks]
+    try:
+        kept = restrict(record, config, job.model, chain)
+    except NotPermitted as exc:
+        raise PermissionDenied(str(exc), code="permission_denied", param="model") from None
+    if kept == chain:
         return job
-    if not chain:
-        raise PermissionDenied(f"This key may not use model {job.model}.", param="model")
-    return job.model_copy(update={"group": chain[0], "fallbacks": chain[1:]})
+    return job.model_copy(update={"group": kept[0], "fallbacks": kept[1:]})
 
 
 class Guard:

@@ -26,9 +26,14 @@ class Principal:
         """The owner name of what this caller creates (None: the master key)."""
         return None if self.record is None else self.record.key_id
 
+    @cached_property
+    def token(self) -> str | None:
+        """The key's hash, which names it as the owner of files and batches (None: master)."""
+        return None if self.record is None else self.record.token
+
     def may_see(self, owner: str | None) -> bool:
-        """True when this caller may see an object owned by `owner`."""
-        return self.admin or (owner is not None and owner == self.key_id)
+        """True when this caller may see an object owned by `owner` (a key's hash)."""
+        return self.admin or (owner is not None and owner == self.token)
 
 
 MASTER = Principal()

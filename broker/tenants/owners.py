@@ -10,10 +10,10 @@ from inferq.broker.connection import Redis, translate_errors
 from inferq.broker.keys import Keys
 
 
-async def set_owner(redis: Redis, keys: Keys, object_id: str, key_id: str) -> None:
-    """Record that `key_id` owns `object_id`."""
+async def set_owner(redis: Redis, keys: Keys, object_id: str, token: str) -> None:
+    """Record that the key whose hash is `token` owns `object_id`."""
     async with translate_errors():
-        await redis.hset(keys.owners(), object_id, key_id)
+        await redis.hset(keys.owners(), object_id, token)
 
 
 async def owners_of(redis: Redis, keys: Keys, object_ids: list[str]) -> list[str | None]:

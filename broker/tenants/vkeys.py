@@ -111,6 +111,12 @@ class KeyRecord(BaseModel):
         return any(v is not None for v in (self.rpm_limit, self.tpm_limit,
                                            self.max_parallel_requests))  # fmt: skip
 
+    def period(self, now: float) -> tuple[str, float | None]:
+        """The key's budget period at `now` and when it resets (`all`, None: never)."""
+        if not self.budget_duration:
+            return "all", None
+        return budget_period(self.budget_duration, now)
+
     def encode(self) -> bytes:
         """Serialize for Redis."""
         return orjson.dumps(self.model_dump(mode="json"))
@@ -145,6 +151,15 @@ async def load(redis: Redis, keys: Keys, token: str) -> KeyRecord | None:
     async with translate_errors():
         raw: Any = await redis.get(keys.vkey(token))
     return _decode(raw)
+
+
+async def usable(redis: Redis, keys: Keys, key: str) -> KeyRecord:
+    """The record of `key` (the key itself), for a client that runs work under it; ValueError
+    when it is unknown, revoked or expired (without saying which)."""
+    record = await load(redis, keys, hash_key(key.strip()))
+    if record is None or record.expired(time.time()):
+        raise ValueError("invalid key (unknown, revoked or expired)")
+    return record
 
 
 async def load_all(redis: Redis, keys: Keys) -> list[KeyRecord]:

@@ -191,6 +191,10 @@ def _parser() -> argparse.ArgumentParser:
         help="submission id (default: derived from the input file's path and content)",
     )
     submit.add_argument(
+        "--key",
+        help="run the requests under this virtual key (its models, usage and budget)",
+    )
+    submit.add_argument(
         "--cancel",
         action="store_true",
         help="cancel the submission: its queued requests end as batch_cancelled",
@@ -314,6 +318,7 @@ def _submit(args: argparse.Namespace, env: RuntimeEnv, config: GatewayConfig) ->
         window=args.window,
         submission_id=args.submission_id,
         cancel=args.cancel,
+        key=args.key,
     )
 
 

@@ -1,6 +1,7 @@
 """Virtual keys end to end: two real `inferq api` processes sharing one Redis, a worker, a fake
 backend, and the official `openai` SDK as the client of keys made through `/key/generate`."""
 
+import asyncio
 import io
 import json
 import os
@@ -411,3 +412,62 @@ def test_operators_manage_keys_from_the_command_line(two: Two) -> None:
     with two.client(key, 2) as client, pytest.raises(openai.AuthenticationError):
         chat(client)
     assert _cli(two.first, "revoke", "from-cli").returncode == 1
+
+
+def _line(custom_id: str, model: str) -> bytes:
+    body = {"model": model, "messages": HELLO}
+    line = {"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions", "body": body}
+    return json.dumps(line).encode() + b"\n"
+
+
+def test_batch_work_runs_under_the_key_that_made_it(two: Two) -> None:
+    key = two.generate(models=["paid"], max_budget=5.0, budget_duration="1d")
+    with two.client(key) as client:
+        data = io.BytesIO(_line("allowed", "paid") + _line("not-allowed", "fake"))
+        file_id = client.files.create(file=("in.jsonl", data), purpose="batch").id
+        batch = client.batches.create(
+            input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        deadline = time.monotonic() + 60
+        while batch.status not in ("completed", "failed", "cancelled", "expired"):
+            assert time.monotonic() < deadline, batch.status
+            time.sleep(0.3)
+            batch = client.batches.retrieve(batch.id)
+        assert batch.status == "completed"
+        assert batch.output_file_id and batch.error_file_id
+        output = client.files.content(batch.output_file_id).text
+        errors = client.files.content(batch.error_file_id).text
+    assert '"allowed"' in output
+    assert '"not-allowed"' in errors and "permission_denied" in errors
+    info = httpx.get(two.first.base_url + "/key/info", params={"key": key}, headers=ADMIN).json()
+    assert info["info"]["spend"] > 0  # the batch's paid request counts against the budget
+    usage = httpx.get(two.first.base_url + "/usage", headers={"Authorization": f"Bearer {key}"})
+    assert usage.json()["totals"]["requests"] >= 1
+
+
+def test_the_direct_client_names_the_key_it_runs_under(two: Two, module_prefix: str) -> None:
+    from inferq.broker.batch.submit import BatchRequest
+    from inferq.broker.messages import JobKind
+    from inferq.client import connect
+
+    key = two.generate(models=["fake"])
+    requests = [
+        BatchRequest("ok", JobKind.CHAT, {"model": "fake", "messages": HELLO}),
+        BatchRequest("no", JobKind.CHAT, {"model": "other", "messages": HELLO}),
+    ]
+
+    async def run() -> dict[str, int]:
+        async with connect(two.first.config, two.first.redis_url, key=key) as client:
+            return {
+                o.custom_id or "": o.reply.error.status if o.reply.error else 200
+                async for o in client.submit("keyed-run", requests, window=4)
+            }
+
+    assert asyncio.run(run()) == {"ok": 200, "no": 403}
+
+    async def invalid() -> None:
+        async with connect(two.first.config, two.first.redis_url, key="sk-" + "y" * 43):
+            pass
+
+    with pytest.raises(ValueError, match="invalid key"):
+        asyncio.run(invalid())
