@@ -13,6 +13,7 @@ from inferq.api.accounting.usage import UsageRecorder
 from inferq.api.batch.driver import BatchDriver
 from inferq.api.inference.live import LiveGroups
 from inferq.api.tenants.cache import KeyCache
+from inferq.api.tenants.fairshare import FairShare
 from inferq.api.tenants.guard import Guard
 from inferq.broker.connection import Redis
 from inferq.broker.errors import BrokerError
@@ -55,6 +56,7 @@ class Gateway:
     key_cache: KeyCache
     guard: Guard
     batch_driver: BatchDriver | None = None
+    fair: FairShare = field(default_factory=FairShare)
     _background: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property

@@ -41,6 +41,13 @@ model_list:
       api_base: {api_base}
       api_key: dummy
       max_tokens: 5
+  - model_name: slow
+    litellm_params:
+      model: openai/slow-model
+      api_base: {api_base}
+      api_key: dummy
+      max_tokens: 5
+      max_parallel_requests: 2
 router_settings:
   model_group_alias:
     chained: [fake, other]
@@ -471,3 +478,31 @@ def test_the_direct_client_names_the_key_it_runs_under(two: Two, module_prefix: 
 
     with pytest.raises(ValueError, match="invalid key"):
         asyncio.run(invalid())
+
+
+def test_a_flood_of_one_key_does_not_starve_another(two: Two, fake: FakeBackend) -> None:
+    flooder, other = two.generate(), two.generate()
+    fake.behaviour = Behaviour(complete_delay=0.3)
+    codes: list[int] = []
+
+    def flood() -> None:
+        resp = httpx.post(
+            two.first.base_url + "/v1/chat/completions",
+            json={"model": "slow", "messages": HELLO},
+            headers={"Authorization": f"Bearer {flooder}"},
+            timeout=60,
+        )
+        codes.append(resp.status_code)
+
+    threads = [threading.Thread(target=flood) for _ in range(30)]
+    for t in threads:
+        t.start()
+    time.sleep(0.8)  # 30 jobs on 2 slots of 0.3 s: 4.5 s of backlog
+    with two.client(other) as client:
+        started = time.monotonic()
+        chat(client, "slow")
+        waited = time.monotonic() - started
+    for t in threads:
+        t.join(60)
+    assert waited < 1.5, f"served after {waited:.2f} s, behind the other key's backlog"
+    assert codes == [200] * 30  # the flood is served too, only not ahead of everyone
