@@ -32,6 +32,7 @@ from inferq.api.ops.ui import Dashboard
 from inferq.api.state import CurrentConfig, Gateway
 from inferq.api.tenants import routes as key_routes
 from inferq.api.tenants.cache import KeyCache
+from inferq.api.tenants.fairshare import FairShare
 from inferq.api.tenants.guard import Guard
 from inferq.broker.connection import Redis, connect
 from inferq.broker.errors import BrokerError, BrokerUnavailable
@@ -77,9 +78,10 @@ def create_app(
         budgets.start()
         driver = BatchDriver(redis, keys, config, owner=f"{socket.gethostname()}:{os.getpid()}")
         driver.start()
-        key_cache, guard = _start_tenants(redis, listener, keys)
+        fair = FairShare()
+        key_cache, guard = _start_tenants(redis, listener, keys, fair)
         gw = Gateway(current, redis, keys, dispatcher, live, cache, usage, budgets,
-                     key_cache, guard, driver)  # fmt: skip
+                     key_cache, guard, driver, fair)  # fmt: skip
         app.state.gateway = gw
         try:
             async with _following(config_file, gw, listener):
@@ -114,11 +116,15 @@ def create_app(
     return app
 
 
-def _start_tenants(redis: Redis, listener: Redis, keys: Keys) -> tuple[KeyCache, Guard]:
+def _start_tenants(
+    redis: Redis, listener: Redis, keys: Keys, fair: FairShare
+) -> tuple[KeyCache, Guard]:
     """The virtual keys' cache (kept current over pub/sub) and their limits and budgets."""
     key_cache = KeyCache(redis, listener, keys)
     key_cache.start()
-    guard = Guard(redis, keys, key_cache)
+    guard = Guard(
+        redis, keys, key_cache, fair=fair, process=f"{socket.gethostname()}:{os.getpid()}"
+    )
     guard.start()
     return key_cache, guard
 

@@ -176,3 +176,8 @@ class Keys:
     def owners(self) -> str:
         """Hash of which virtual key owns each file and batch: object id → the key's hash."""
         return f"{self.prefix}:owners"
+
+    def shares(self) -> str:
+        """Hash of each API process's fair-share view: process → JSON of each group's keys'
+        requests in flight and waiting (for `inferq status`)."""
+        return f"{self.prefix}:shares"

@@ -119,6 +119,9 @@ class FairShare:
             else:
                 del self._waiting[at]
 
-    def queued(self) -> dict[tuple[str, str], int]:
-        """Requests waiting for room, per (group, key)."""
-        return {at: len(w) for at, w in self._waiting.items() if w}
+    def snapshot(self) -> dict[str, dict[str, list[int]]]:
+        """{group: {key id: [jobs in flight, requests waiting]}} in this process."""
+        view: dict[str, dict[str, list[int]]] = {}
+        for (group, key), flight in self._flight.items():
+            view.setdefault(group, {})[key] = [flight, len(self._waiting.get((group, key), ()))]
+        return view

@@ -16,12 +16,14 @@ from contextlib import suppress
 from inferq.api.accounting.record import UsageRecord
 from inferq.api.errors import GatewayError
 from inferq.api.tenants.cache import KeyCache
+from inferq.api.tenants.fairshare import FairShare
 from inferq.broker.connection import Redis
 from inferq.broker.errors import BrokerError
 from inferq.broker.keys import Keys
 from inferq.broker.messages import Job
 from inferq.broker.tenants import limits
 from inferq.broker.tenants.access import NotPermitted, restrict
+from inferq.broker.tenants.shares import write_shares
 from inferq.broker.tenants.vkeys import KeyRecord
 from inferq.config import GatewayConfig
 
@@ -58,8 +60,20 @@ def permit(record: KeyRecord, config: GatewayConfig, job: Job) -> Job:
 class Guard:
     """Limits and budgets of virtual keys, shared across API processes through Redis."""
 
-    def __init__(self, redis: Redis, keys: Keys, cache: KeyCache, interval: float = 1.0):
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        cache: KeyCache,
+        *,
+        fair: FairShare,
+        process: str,
+        interval: float = 1.0,
+    ):
         self._redis = redis
+        self._fair = fair
+        self._process = process
+        self._shown = False  # whether this process's fair-share view is in Redis
         self._keys = keys
         self._cache = cache
         self._interval = interval
@@ -166,11 +180,18 @@ class Guard:
                 over[r.token] = (spent[w], periods[r.token][1])
         self.over_budget = over
 
+    async def _show_shares(self) -> None:
+        view = self._fair.snapshot()
+        if view or self._shown:
+            await write_shares(self._redis, self._keys, self._process, view)
+            self._shown = bool(view)
+
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self._interval)
             try:
                 await self.flush()
                 await self.refresh()
+                await self._show_shares()
             except BrokerError as exc:
                 log.debug("key limits not written yet: %s", exc)

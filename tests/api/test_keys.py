@@ -2,6 +2,7 @@
 backend, and the official `openai` SDK as the client of keys made through `/key/generate`."""
 
 import asyncio
+import hashlib
 import io
 import json
 import os
@@ -497,7 +498,16 @@ def test_a_flood_of_one_key_does_not_starve_another(two: Two, fake: FakeBackend)
     threads = [threading.Thread(target=flood) for _ in range(30)]
     for t in threads:
         t.start()
-    time.sleep(0.8)  # 30 jobs on 2 slots of 0.3 s: 4.5 s of backlog
+    time.sleep(1.2)  # 30 jobs on 2 slots of 0.3 s: 4.5 s of backlog
+    status = subprocess.run(
+        [sys.executable, "-m", "inferq.cli", "status", "--json", "--config", str(two.first.config)],
+        capture_output=True, text=True, check=True, timeout=30,
+        env={**os.environ, "REDIS_URL": two.first.redis_url},
+    )  # fmt: skip
+    share = json.loads(status.stdout)["keys"]["slow"][
+        hashlib.sha256(flooder.encode()).hexdigest()[:12]
+    ]
+    assert share["in_flight"] == 4 and share["waiting"] > 10  # 2 slots: 2 running, 2 queued
     with two.client(other) as client:
         started = time.monotonic()
         chat(client, "slow")
