@@ -16,7 +16,7 @@ _MAX_ADDRESSES = 50_000
 class AuthThrottle:
     """Counts failures per address in fixed windows."""
 
-    def __init__(self, slow_after: int = 5, refuse_after: int = 20, window: float = 60.0):
+    def __init__(self, slow_after: int = 5, refuse_after: int = 12, window: float = 60.0):
         self.slow_after = slow_after
         self.refuse_after = refuse_after
         self.window = window

@@ -516,3 +516,65 @@ def test_a_flood_of_one_key_does_not_starve_another(two: Two, fake: FakeBackend)
         t.join(60)
     assert waited < 1.5, f"served after {waited:.2f} s, behind the other key's backlog"
     assert codes == [200] * 30  # the flood is served too, only not ahead of everyone
+
+
+def test_guessing_keys_is_slowed_then_refused_for_that_address_only(two: Two) -> None:
+    good = two.generate()
+    guesser = httpx.Client(
+        base_url=two.second.base_url, transport=httpx.HTTPTransport(local_address="127.0.0.2")
+    )
+    times, codes = [], []
+    try:
+        for i in range(14):
+            started = time.monotonic()
+            resp = guesser.get("/v1/models", headers={"Authorization": f"Bearer sk-guess{i:040d}"})
+            times.append(time.monotonic() - started)
+            codes.append(resp.status_code)
+        assert codes[:12] == [401] * 12
+        assert codes[12:] == [429, 429]
+        assert int(resp.headers["retry-after"]) > 0
+        assert max(times[6:12]) > 0.3 > max(times[:4])  # slowed before it was refused
+        # Refused for a while, even with a good key; everyone else is served as usual.
+        ok = guesser.get("/v1/models", headers={"Authorization": f"Bearer {good}"})
+        assert ok.status_code == 429
+    finally:
+        guesser.close()
+    started = time.monotonic()
+    mine = httpx.get(
+        two.second.base_url + "/v1/models", headers={"Authorization": f"Bearer {good}"}
+    )
+    assert mine.status_code == 200 and time.monotonic() - started < 0.3
+
+
+def test_no_key_shows_in_health_metrics_usage_or_errors(two: Two) -> None:
+    key = two.generate(models=["fake"])
+    with two.client(key) as client:
+        chat(client)
+        with pytest.raises(openai.PermissionDeniedError) as refused:
+            chat(client, "other")
+    assert key[3:15] not in str(refused.value.body)
+    bad = httpx.post(two.first.base_url + "/v1/chat/completions", json={"model": "fake"},
+                     headers={"Authorization": f"Bearer {key}x"})  # fmt: skip
+    assert bad.status_code == 401 and key[3:15] not in bad.text
+    time.sleep(1.2)
+    for path in ("/health", "/metrics", "/usage", "/key/list?return_full_object=true"):
+        text = httpx.get(two.first.base_url + path, headers=ADMIN).text
+        for made in two.keys:
+            assert made[3:15] not in text, path
+
+
+def test_bodies_of_absurd_shape_get_a_clear_400(two: Two) -> None:
+    key = two.generate()
+    headers = {"Authorization": f"Bearer {key}", "content-type": "application/json"}
+    deep = (
+        b'{"model": "fake", "messages": [{"role": "user", "content": "hi"}], "x": '
+        + (b"[" * 40 + b"]" * 40)
+        + b"}"
+    )
+    many = json.dumps({"model": "fake", "messages": [{"role": "user", "content": "a"}] * 10_001})
+    for body in (deep, many.encode()):
+        resp = httpx.post(two.first.base_url + "/v1/chat/completions", content=body,
+                          headers=headers)  # fmt: skip
+        assert resp.status_code == 400
+        assert resp.json()["error"]["type"] == "invalid_request_error"
+        assert "too large in shape" in resp.json()["error"]["message"]
