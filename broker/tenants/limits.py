@@ -93,7 +93,7 @@ async def add_spend(redis: Redis, keys: Keys, spent: Mapping[tuple[str, str], fl
         pipe = redis.pipeline(transaction=False)
         for (key_id, period), amount in spent.items():
             pipe.incrbyfloat(keys.key_spend(key_id, period), amount)
-            pipe.expire(keys.key_spend(key_id, period), 40 * 86400)
+            pipe.expire(keys.key_spend(key_id, period), 400 * 86400)  # as usage totals
         await pipe.execute()
 
 
