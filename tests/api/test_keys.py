@@ -578,3 +578,17 @@ def test_bodies_of_absurd_shape_get_a_clear_400(two: Two) -> None:
         assert resp.status_code == 400
         assert resp.json()["error"]["type"] == "invalid_request_error"
         assert "too large in shape" in resp.json()["error"]["message"]
+
+
+def test_the_dashboard_lists_keys_with_limits_and_spend(two: Two) -> None:
+    key = two.generate(key_alias="on-the-wall", rpm_limit=50, max_budget=2.0, budget_duration="7d")
+    with two.client(key) as client:
+        chat(client)
+    time.sleep(1.2)
+    data = httpx.get(two.second.base_url + "/ui/data", headers=ADMIN)
+    shown = next(k for k in data.json()["keys"] if k["alias"] == "on-the-wall")
+    assert shown["rpm_limit"] == 50 and shown["max_budget"] == 2.0
+    assert (shown["requests_today"] == 1 and shown["last_used"] is None) or shown["last_used"] > 0
+    assert key[3:15] not in data.text
+    denied = httpx.get(two.second.base_url + "/ui/data", headers={"Authorization": f"Bearer {key}"})
+    assert denied.status_code == 403
