@@ -56,10 +56,12 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-# Two cases: the fabric's overhead (bench.run) and priority lanes under a batch backlog.
+# Three cases: the fabric's overhead (bench.run), priority lanes under a batch backlog, and
+# a fair share of a backend between keys (bench.fairness).
 bench: $(STAMP)
 	status=0; $(BIN)/python -m bench.run || status=1; \
-	$(BIN)/python -m bench.lanes || status=1; exit $$status
+	$(BIN)/python -m bench.lanes || status=1; \
+	$(BIN)/python -m bench.fairness || status=1; exit $$status
 
 # Not in CI: 2,000 requests under each random fault schedule (mixed, then mostly SIGKILLs of
 # workers mid-stream); lost and garbled must be 0 in both. SEED=n picks another schedule.

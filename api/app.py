@@ -25,13 +25,17 @@ from inferq.api.inference.live import LiveGroups
 from inferq.api.inference.messages import messages
 from inferq.api.inference.models import list_models, retrieve_model
 from inferq.api.middleware.access import finish_response, logged
-from inferq.api.middleware.auth import MasterKeyAuth
+from inferq.api.middleware.auth import KeyAuth
 from inferq.api.middleware.body_limit import BodyLimit
 from inferq.api.ops.health import health, liveliness, readiness
 from inferq.api.ops.observe import metrics, usage_report
 from inferq.api.ops.ui import Dashboard
 from inferq.api.responses import routes as responses
 from inferq.api.state import CurrentConfig, Gateway
+from inferq.api.tenants import routes as key_routes
+from inferq.api.tenants.cache import KeyCache
+from inferq.api.tenants.fairshare import FairShare
+from inferq.api.tenants.guard import Guard
 from inferq.broker.connection import Redis, connect
 from inferq.broker.errors import BrokerError, BrokerUnavailable
 from inferq.broker.jobs.cache import ResponseCache
@@ -56,7 +60,8 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         keys = Keys(config.fabric.key_prefix)
         redis = connect(redis_url, max_connections=128)
-        listener = connect(redis_url, max_connections=2, blocking_reads=True)
+        # Three subscriptions: replies, key changes, and reload requests.
+        listener = connect(redis_url, max_connections=3, blocking_reads=True)
         dispatcher = ReplyDispatcher(listener, keys.reply(secrets.token_hex(8)))
         await dispatcher.start()
         if not dispatcher.ready:
@@ -75,13 +80,17 @@ def create_app(
         budgets.start()
         driver = BatchDriver(redis, keys, config, owner=f"{socket.gethostname()}:{os.getpid()}")
         driver.start()
-        gw = Gateway(current, redis, keys, dispatcher, live, cache, usage, budgets, driver)
+        fair = FairShare()
+        key_cache, guard = _start_tenants(redis, listener, keys, fair)
+        gw = Gateway(current, redis, keys, dispatcher, live, cache, usage, budgets,
+                     key_cache, guard, driver, fair)  # fmt: skip
         app.state.gateway = gw
         try:
             async with _following(config_file, gw, listener):
                 yield
         finally:
             await driver.stop()
+            await _stop_tenants(key_cache, guard)
             await budgets.stop()
             await usage.stop()
             await cache_redis.aclose()
@@ -105,8 +114,26 @@ def create_app(
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)
     app.add_middleware(BodyLimit, current=current)
-    app.add_middleware(MasterKeyAuth, current=current)
+    app.add_middleware(KeyAuth, current=current)
     return app
+
+
+def _start_tenants(
+    redis: Redis, listener: Redis, keys: Keys, fair: FairShare
+) -> tuple[KeyCache, Guard]:
+    """The virtual keys' cache (kept current over pub/sub) and their limits and budgets."""
+    key_cache = KeyCache(redis, listener, keys)
+    key_cache.start()
+    guard = Guard(
+        redis, keys, key_cache, fair=fair, process=f"{socket.gethostname()}:{os.getpid()}"
+    )
+    guard.start()
+    return key_cache, guard
+
+
+async def _stop_tenants(key_cache: KeyCache, guard: Guard) -> None:
+    await guard.stop()
+    await key_cache.stop()
 
 
 def _add_routes(app: FastAPI) -> None:
@@ -156,6 +183,8 @@ def _add_routes(app: FastAPI) -> None:
         )
     app.add_api_route("/v1/messages", messages, methods=["POST"])
     app.add_route("/v1/messages/count_tokens", count_tokens, methods=["POST"])
+    for path, endpoint, method in key_routes.ROUTES:
+        app.add_api_route(path, logged(endpoint), methods=[method])
     app.add_api_route("/usage", logged(usage_report), methods=["GET"])
     app.add_api_route("/metrics", logged(metrics), methods=["GET"])
     app.add_api_route("/health", logged(health), methods=["GET"])

@@ -12,6 +12,9 @@ from inferq.api.accounting.budgets import BudgetView
 from inferq.api.accounting.usage import UsageRecorder
 from inferq.api.batch.driver import BatchDriver
 from inferq.api.inference.live import LiveGroups
+from inferq.api.tenants.cache import KeyCache
+from inferq.api.tenants.fairshare import FairShare
+from inferq.api.tenants.guard import Guard
 from inferq.broker.connection import Redis
 from inferq.broker.errors import BrokerError
 from inferq.broker.jobs.cache import ResponseCache
@@ -50,7 +53,10 @@ class Gateway:
     cache: ResponseCache
     usage: UsageRecorder
     budgets: BudgetView
+    key_cache: KeyCache
+    guard: Guard
     batch_driver: BatchDriver | None = None
+    fair: FairShare = field(default_factory=FairShare)
     _background: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property

@@ -14,6 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import httpx
+
 from inferq.cli.local import EmbeddedRedis, free_port, port_open
 
 KEY = "sk-bench"
@@ -117,7 +119,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per throughput case")
     parser.add_argument("--n-latency", type=int, default=1000, help="requests per latency case")
+    parser.add_argument(
+        "--virtual-keys",
+        action="store_true",
+        help="also measure latency with a virtual key (no limits) and a limited one (issue 12)",
+    )
     args = parser.parse_args()
+    keyed: dict[str, float] = {}
 
     procs: list[subprocess.Popen[bytes]] = []
     redis = EmbeddedRedis(cpus=FABRIC_CPU).start()
@@ -149,6 +157,8 @@ def main() -> int:
         direct = measure(f"http://127.0.0.1:{backend_port}", "", args)
         print("through inferq ...", flush=True)
         via = measure(f"http://127.0.0.1:{api_port}", KEY, args)
+        if args.virtual_keys:
+            keyed = measure_keys(f"http://127.0.0.1:{api_port}", args)
     finally:
         for proc in reversed(procs):
             proc.terminate()
@@ -156,7 +166,27 @@ def main() -> int:
             proc.wait(10)
         redis.stop()
         workdir.cleanup()
-    return report(direct, via)
+    code = report(direct, via)
+    for name, value in keyed.items():
+        print(f"{name:<42}{value - direct['latency_p50']:>8.2f}")
+    return code
+
+
+def measure_keys(base: str, args: argparse.Namespace) -> dict[str, float]:
+    """Non-stream latency p50 with the master key, a virtual key without limits and one with
+    rpm/tpm/parallel limits, measured one after the other (added latency = minus direct)."""
+    headers = {"Authorization": f"Bearer {KEY}"}
+    free = httpx.post(f"{base}/key/generate", json={}, headers=headers).json()["key"]
+    limits = {"rpm_limit": 10**6, "tpm_limit": 10**9, "max_parallel_requests": 1000}
+    limited = httpx.post(f"{base}/key/generate", json=limits, headers=headers).json()["key"]
+    url = f"{base}/v1/chat/completions"
+    figures = {}
+    for name, key in (("master key", KEY), ("virtual key", free), ("virtual key, limits", limited)):
+        print(f"through inferq, {name} ...", flush=True)
+        lat = load(url, stream=False, concurrency=1, duration=60, requests=args.n_latency,
+                   tokens=16, key=key)  # fmt: skip
+        figures[f"added_latency_p50_ms ({name})"] = lat["total_p50"]
+    return figures
 
 
 def report(direct: dict[str, float], via: dict[str, float]) -> int:

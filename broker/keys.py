@@ -144,3 +144,44 @@ class Keys:
     def workers(self) -> str:
         """Sorted set of worker ids scored by the time their heartbeat expires."""
         return f"{self.prefix}:workers"
+
+    def vkey(self, token_hash: str) -> str:
+        """A virtual key's record (JSON), named by the SHA-256 of the key: never the key."""
+        return f"{self.prefix}:vkey:{token_hash}"
+
+    def vkeys(self) -> str:
+        """Hash of every virtual key: its SHA-256 → its alias (or "")."""
+        return f"{self.prefix}:vkeys"
+
+    def vkeys_version(self) -> str:
+        """Counter bumped on every key change (API processes' caches compare it)."""
+        return f"{self.prefix}:vkeys:version"
+
+    def vkeys_used(self) -> str:
+        """Hash of when each virtual key was last used: its id → unix time."""
+        return f"{self.prefix}:vkeys:used"
+
+    def vkeys_channel(self) -> str:
+        """Pub/sub channel announcing a changed or revoked key (its SHA-256) to API processes."""
+        return f"{self.prefix}:vkeys:changed"
+
+    def key_spend(self, key_id: str, period: str) -> str:
+        """USD a virtual key spent in one budget period (INCRBYFLOAT)."""
+        return f"{self.prefix}:vkey:spend:{key_id}:{period}"
+
+    def key_window(self, key_id: str, minute: int) -> str:
+        """Hash of a virtual key's requests and tokens in one minute (rpm/tpm limits)."""
+        return f"{self.prefix}:vkey:window:{key_id}:{minute}"
+
+    def key_running(self, key_id: str) -> str:
+        """Sorted set of a virtual key's requests in flight, scored by their deadline."""
+        return f"{self.prefix}:vkey:running:{key_id}"
+
+    def owners(self) -> str:
+        """Hash of which virtual key owns each file and batch: object id → the key's hash."""
+        return f"{self.prefix}:owners"
+
+    def shares(self) -> str:
+        """Hash of each API process's fair-share view: process → JSON of each group's keys'
+        requests in flight and waiting (for `inferq status`)."""
+        return f"{self.prefix}:shares"

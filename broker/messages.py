@@ -79,6 +79,11 @@ class Job(BaseModel):
     submission: str | None = Field(default=None, max_length=128)
     custom_id: str | None = None  # the submitter's name for this request
     result_ttl: float | None = Field(default=None, gt=0)
+    # Tenants (issue 12): the id of the virtual key the job runs under (its usage and spend
+    # count there; jobs of different keys share a group's slots fairly), and the key's budget
+    # period when it has a budget.
+    key: str | None = Field(default=None, max_length=64)
+    budget_period: str | None = Field(default=None, max_length=64)
 
     def encode(self) -> bytes:
         """Serialize for XADD (orjson: the body can be large)."""

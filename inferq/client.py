@@ -17,6 +17,8 @@ from inferq.broker.connection import Redis
 from inferq.broker.connection import connect as redis_connect
 from inferq.broker.jobs.results import Outcome, Progress
 from inferq.broker.keys import Keys
+from inferq.broker.tenants import vkeys
+from inferq.broker.tenants.vkeys import KeyRecord
 from inferq.config import GatewayConfig, load_config, runtime_env
 
 
@@ -27,10 +29,10 @@ class Client:
     recomputes nothing that finished and waits for what is still running.
     """
 
-    def __init__(self, config: GatewayConfig, redis: Redis) -> None:
+    def __init__(self, config: GatewayConfig, redis: Redis, tenant: KeyRecord | None = None):
         self.config = config
         self._redis = redis
-        self._submitter = Submitter(redis, Keys(config.fabric.key_prefix), config)
+        self._submitter = Submitter(redis, Keys(config.fabric.key_prefix), config, tenant)
 
     async def __aenter__(self) -> Self:
         return self
@@ -81,16 +83,28 @@ class Client:
 
 @asynccontextmanager
 async def connect(
-    config: GatewayConfig | str | Path | None = None, redis_url: str | None = None
+    config: GatewayConfig | str | Path | None = None,
+    redis_url: str | None = None,
+    *,
+    key: str | None = None,
 ) -> AsyncIterator[Client]:
     """A `Client` for `config` (a loaded config, or a file path; by default `$INFERQ_CONFIG`
     or the shipped one) on the Redis at `redis_url` (by default `$REDIS_URL`, else
-    `redis://127.0.0.1:6379/0`), closed on exit."""
+    `redis://127.0.0.1:6379/0`), closed on exit. With `key` (a virtual key), the work runs
+    under that key: its models, its usage and its budget (ValueError for an invalid key)."""
     env = runtime_env(
         None if isinstance(config, GatewayConfig) or config is None else str(config), redis_url
     )
     loaded = config if isinstance(config, GatewayConfig) else load_config(env.config_path)
-    client = Client(loaded, redis_connect(env.redis_url))
+    redis = redis_connect(env.redis_url)
+    try:
+        tenant = None
+        if key is not None:
+            tenant = await vkeys.usable(redis, Keys(loaded.fabric.key_prefix), key)
+    except BaseException:
+        await redis.aclose()
+        raise
+    client = Client(loaded, redis, tenant)
     try:
         yield client
     finally:

@@ -109,6 +109,10 @@ def test_only_the_broker_imports_redis() -> None:
         ("inferq.broker.jobs", ("inferq.broker.batch", "inferq.broker.ops")),
         ("inferq.broker.batch", ("inferq.broker.ops",)),
         ("inferq.broker.ops", ("inferq.broker.batch",)),
+        (
+            "inferq.broker.tenants",
+            ("inferq.broker.jobs", "inferq.broker.batch", "inferq.broker.ops"),
+        ),
     ],
 )
 def test_layers_import_only_what_they_may(source: str, forbidden: tuple[str, ...]) -> None:
@@ -117,7 +121,8 @@ def test_layers_import_only_what_they_may(source: str, forbidden: tuple[str, ...
 
 def test_the_brokers_foundation_imports_no_sub_package() -> None:
     root = [m for m in GRAPH if m.count(".") == 2 and _under(m, "inferq.broker")]
-    subs = ("inferq.broker.jobs", "inferq.broker.batch", "inferq.broker.ops")
+    subs = ("inferq.broker.jobs", "inferq.broker.batch", "inferq.broker.ops",
+            "inferq.broker.tenants")  # fmt: skip
     assert root, "no root modules found"
     assert sorted(f"{m} imports {t}" for m in root for t in GRAPH[m] if t.startswith(subs)) == []
 

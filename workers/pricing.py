@@ -1,5 +1,10 @@
-"""What a call cost: a built-in price table for common cloud models, config overrides, and
-zero for models on this machine."""
+"""What a call cost: config prices (`input_cost_per_token`/`output_cost_per_token`), else a
+built-in price table for common cloud models, else zero.
+
+The price follows the model id, never where the deployment listens: `gpt-4o-mini` reached
+through a proxy or tunnel on this machine costs what `gpt-4o-mini` costs (key budgets rely on
+it), while a local model (a `.gguf`, `llama3`) matches no price and costs nothing.
+"""
 
 from inferq.config import Deployment
 
@@ -36,8 +41,6 @@ def prices(deployment: Deployment) -> tuple[float, float]:
     """USD per token (input, output) for a deployment."""
     if deployment.input_cost_per_token is not None or deployment.output_cost_per_token is not None:
         return deployment.input_cost_per_token or 0.0, deployment.output_cost_per_token or 0.0
-    if deployment.is_local:
-        return 0.0, 0.0  # your own hardware
     model = deployment.upstream_model.lower()
     match = max((p for p in PRICES if model.startswith(p)), key=len, default=None)
     if match is None:

@@ -10,6 +10,7 @@ import hashlib
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from contextlib import suppress
 
 import orjson
@@ -221,6 +222,8 @@ class Tracker:
         self._first: float | None = None
         # Set once a stream's 200 has gone out: an error after it is an event, not a status.
         self.streaming = False
+        # Told how the request ended (a virtual key's limits and spend, its fair share).
+        self.on_end: list[Callable[[UsageRecord], None]] = []
 
     def first_output(self) -> None:
         """The answer began (streams: the first chunk went out)."""
@@ -267,4 +270,6 @@ class Tracker:
             attempts=reply.attempts if reply else 1,
         )
         self._recorder.add(rec, self._job.group)
+        for call in self.on_end:
+            call(rec)
         finished(self._scope, rec, 200 if self.streaming else status, self._job.group)

@@ -41,6 +41,8 @@ from inferq.broker.batch.submit import Submitter
 from inferq.broker.connection import Redis
 from inferq.broker.errors import BrokerError
 from inferq.broker.keys import Keys
+from inferq.broker.tenants import vkeys
+from inferq.broker.tenants.owners import owners_of
 from inferq.config import GatewayConfig
 
 log = logging.getLogger("inferq.batches")
@@ -150,7 +152,15 @@ async def drive(redis: Redis, keys: Keys, config: GatewayConfig, batch_id: str) 
     if batch.status is BatchStatus.VALIDATING:
         await transition(redis, keys, batch_id, BatchStatus.IN_PROGRESS,
                          allowed_from={BatchStatus.VALIDATING})  # fmt: skip
-    submitter = Submitter(redis, keys, _keeping_results(config, batch))
+    tenant = None
+    owner = (await owners_of(redis, keys, [batch_id]))[0]
+    if owner is not None:  # a virtual key's batch runs under that key, while it exists
+        tenant = await vkeys.load(redis, keys, owner)
+        gone = tenant is None or tenant.expired(time.time())
+        if gone and batch.status is not BatchStatus.FINALIZING:
+            await fail(redis, keys, batch_id, "invalid_key", "the key of this batch was revoked")
+            return
+    submitter = Submitter(redis, keys, _keeping_results(config, batch), tenant)
     problems = [line for line in lines if line.request is None]
     if batch.status is not BatchStatus.FINALIZING:
         requests = [line.request for line in lines if line.request is not None]

@@ -13,7 +13,8 @@ from starlette.responses import JSONResponse, Response
 
 from inferq.api.errors import GatewayError, InvalidRequest
 from inferq.api.inference.requests import parse_body, validate
-from inferq.api.state import gateway
+from inferq.api.state import Gateway, gateway
+from inferq.api.tenants.principal import principal_of
 from inferq.broker.batch.batches import (
     BATCH_ID,
     BatchStatus,
@@ -26,12 +27,14 @@ from inferq.broker.batch.batches import (
 from inferq.broker.batch.batchfile import KINDS
 from inferq.broker.batch.files import (
     FILE_ID,
+    FileObject,
     create_file,
     delete_file,
     file_content,
     get_file,
     list_files,
 )
+from inferq.broker.tenants.owners import drop_owner, owners_of, set_owner
 
 _WINDOW = re.compile(r"^(\d{1,5})([mh])$")
 MAX_WINDOW_S = 7 * 24 * 3600  # OpenAI takes 24h only; inferq up to a week
@@ -91,6 +94,40 @@ def _batch_id(request: Request) -> str:
     return batch_id
 
 
+def _owner_name(object_id: str) -> str:
+    """The object whose owner owns `object_id`: a batch's output files are the batch's."""
+    for suffix in ("-output", "-errors"):
+        if object_id.endswith(suffix):
+            return "batch_" + object_id.removeprefix("file-").removesuffix(suffix)
+    return object_id
+
+
+async def _visible(request: Request, gw: Gateway, object_ids: list[str]) -> list[bool]:
+    """Which objects the request's key may see: all for admins, its own for other keys."""
+    me = principal_of(request.scope)
+    if me.admin:
+        return [True] * len(object_ids)
+    owners = await owners_of(gw.redis, gw.keys, [_owner_name(i) for i in object_ids])
+    return [me.may_see(o) for o in owners]
+
+
+async def _mine(request: Request, gw: Gateway, object_id: str, kind: str, param: str) -> None:
+    """404 (as for an id that does not exist) when the object is another key's."""
+    if not (await _visible(request, gw, [object_id]))[0]:
+        raise NoSuchObject(f"No such {kind} object: {object_id}", param=param)
+
+
+async def _claim(request: Request, gw: Gateway, object_id: str) -> None:
+    token = principal_of(request.scope).token
+    if token is not None:
+        await set_owner(gw.redis, gw.keys, object_id, token)
+
+
+def _listing_limit(request: Request, limit: int) -> int:
+    """How many to read before keeping a key's own (admins read just what they asked for)."""
+    return limit if principal_of(request.scope).admin else 10_000
+
+
 # ---- files ----------------------------------------------------------------------------------
 
 
@@ -110,26 +147,34 @@ async def upload_file(request: Request) -> Response:
     content = await upload.read()
     made = await create_file(gw.redis, gw.keys, filename=upload.filename or "upload.jsonl",
                              purpose="batch", content=content)  # fmt: skip
+    await _claim(request, gw, made.id)
     return _json(made)
 
 
 async def list_all_files(request: Request) -> Response:
     """`GET /v1/files`, newest first; `purpose`, `limit` and `after` as OpenAI takes them."""
     gw = gateway(request)
+    limit = _limit(request, 10_000)
     files, more = await list_files(
         gw.redis,
         gw.keys,
         purpose=request.query_params.get("purpose"),
-        limit=_limit(request, 10_000),
+        limit=_listing_limit(request, limit),
         after=request.query_params.get("after"),
     )
-    return _page(files, more)
+    shown: list[FileObject] = [
+        f
+        for f, ok in zip(files, await _visible(request, gw, [f.id for f in files]), strict=True)
+        if ok
+    ]
+    return _page(shown[:limit], more or len(shown) > limit)
 
 
 async def retrieve_file(request: Request) -> Response:
     """`GET /v1/files/{file_id}`."""
     gw = gateway(request)
     file_id = _file_id(request)
+    await _mine(request, gw, file_id, "File", "file_id")
     found = await get_file(gw.redis, gw.keys, file_id)
     if found is None:
         raise NoSuchObject(f"No such File object: {file_id}", param="file_id")
@@ -141,6 +186,7 @@ async def retrieve_file_content(request: Request) -> Response:
     `application/json` as OpenAI's spec documents it."""
     gw = gateway(request)
     file_id = _file_id(request)
+    await _mine(request, gw, file_id, "File", "file_id")
     content = await file_content(gw.redis, gw.keys, file_id)
     if content is None:
         raise NoSuchObject(f"No such File object: {file_id}", param="file_id")
@@ -151,6 +197,7 @@ async def remove_file(request: Request) -> Response:
     """`DELETE /v1/files/{file_id}`."""
     gw = gateway(request)
     file_id = _file_id(request)
+    await _mine(request, gw, file_id, "File", "file_id")
     for batch_id in await active_batches(gw.redis, gw.keys):
         batch = await get_batch(gw.redis, gw.keys, batch_id)
         if batch is not None and batch.input_file_id == file_id:
@@ -162,6 +209,7 @@ async def remove_file(request: Request) -> Response:
             )
     if not await delete_file(gw.redis, gw.keys, file_id):
         raise NoSuchObject(f"No such File object: {file_id}", param="file_id")
+    await drop_owner(gw.redis, gw.keys, file_id)
     return JSONResponse({"id": file_id, "object": "file", "deleted": True})
 
 
@@ -185,7 +233,7 @@ async def create(request: Request) -> Response:
     if seconds > MAX_WINDOW_S:
         raise InvalidRequest("completion_window may be at most 168h", param="completion_window")
     found = None
-    if FILE_ID.match(body.input_file_id):
+    if FILE_ID.match(body.input_file_id) and (await _visible(request, gw, [body.input_file_id]))[0]:
         found = await get_file(gw.redis, gw.keys, body.input_file_id)
     if found is None:
         raise InvalidRequest(f"No such File object: {body.input_file_id}", param="input_file_id")
@@ -197,6 +245,7 @@ async def create(request: Request) -> Response:
                                input_file_id=body.input_file_id,
                                completion_window=body.completion_window, window_seconds=seconds,
                                metadata=body.metadata)  # fmt: skip
+    await _claim(request, gw, batch.id)
     return _json(batch)
 
 
@@ -204,6 +253,7 @@ async def retrieve(request: Request) -> Response:
     """`GET /v1/batches/{batch_id}`."""
     gw = gateway(request)
     batch_id = _batch_id(request)
+    await _mine(request, gw, batch_id, "Batch", "batch_id")
     batch = await get_batch(gw.redis, gw.keys, batch_id)
     if batch is None:
         raise NoSuchObject(f"No such Batch object: {batch_id}", param="batch_id")
@@ -213,10 +263,16 @@ async def retrieve(request: Request) -> Response:
 async def list_all(request: Request) -> Response:
     """`GET /v1/batches`, newest first, paginated with `limit` and `after`."""
     gw = gateway(request)
+    limit = _limit(request)
     batches, more = await list_batches(
-        gw.redis, gw.keys, limit=_limit(request), after=request.query_params.get("after")
+        gw.redis,
+        gw.keys,
+        limit=_listing_limit(request, limit),
+        after=request.query_params.get("after"),
     )
-    return _page(batches, more)
+    visible = await _visible(request, gw, [b.id for b in batches])
+    shown = [b for b, ok in zip(batches, visible, strict=True) if ok]
+    return _page(shown[:limit], more or len(shown) > limit)
 
 
 async def cancel(request: Request) -> Response:
@@ -224,6 +280,7 @@ async def cancel(request: Request) -> Response:
     `cancelled` with the results of those that ran."""
     gw = gateway(request)
     batch_id = _batch_id(request)
+    await _mine(request, gw, batch_id, "Batch", "batch_id")
     moved = await transition(
         gw.redis,
         gw.keys,

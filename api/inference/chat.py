@@ -12,6 +12,7 @@ from inferq.api.inference.replies import OpenAIStream, response_body
 from inferq.api.inference.requests import make_job, parse_body, validate
 from inferq.api.middleware.access import request_id
 from inferq.api.state import gateway
+from inferq.api.tenants.principal import principal_of
 from inferq.broker.bodies import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -48,7 +49,9 @@ async def _serve(
     request: Request, kind: JobKind, req: GatewayOptions, data: dict[str, Any], usage: bool
 ) -> Response:
     gw = gateway(request)
-    job = make_job(gw, kind, req, data, request_id=request_id(request.scope), include_usage=usage)
+    key = principal_of(request.scope).key_id
+    rid = request_id(request.scope)
+    job = make_job(gw, kind, req, data, request_id=rid, include_usage=usage, key=key)
     cache = plan(gw.config, kind, req.model, data, request.headers)
     started = await begin(request, gw, job, cache)
     if started is None:

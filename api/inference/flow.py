@@ -13,10 +13,14 @@ from inferq.api.errors import GatewayError, GatewayTimeout, Unavailable, Upstrea
 from inferq.api.inference.cache import CachePlan, entry, replay
 from inferq.api.inference.replies import route_headers
 from inferq.api.state import Gateway
+from inferq.api.tenants.fairshare import Ticket
+from inferq.api.tenants.guard import permit
+from inferq.api.tenants.principal import principal_of
 from inferq.broker.errors import BrokerError, BrokerUnavailable, QueueFull, ReplyAborted, ReplyLost
 from inferq.broker.jobs.queue import enqueue
 from inferq.broker.jobs.replies import ReplyStream
 from inferq.broker.messages import Job, Reply, ReplyKind
+from inferq.broker.tenants.vkeys import KeyRecord
 
 log = logging.getLogger("inferq.api")
 
@@ -40,6 +44,7 @@ class Started:
     cache: CachePlan | None = None
     hit: bool = False
     tracker: Tracker | None = None
+    ticket: Ticket | None = None  # the job's place in its key's fair share of the group
 
     def headers(self) -> dict[str, str]:
         """Routing headers, plus `x-inferq-cache` when the cache was consulted."""
@@ -52,8 +57,13 @@ class Started:
 async def begin(request: Request, gw: Gateway, job: Job, cache: CachePlan | None) -> Started | None:
     """`start`, with the request's usage tracked whichever way it ends; None when the client
     left before its answer began (reply 499)."""
+    record = principal_of(request.scope).record
+    if record is not None:
+        job = permit(record, gw.config, job)  # before the tracker: a 403 used nothing
     tracker = gw.usage.track(request, job)
     try:
+        if record is not None:
+            await _admit(gw, record, job, tracker)
         started = await start(request, gw, job, cache)
     except ClientGone:
         tracker.failed(499, "client_disconnected")
@@ -61,12 +71,24 @@ async def begin(request: Request, gw: Gateway, job: Job, cache: CachePlan | None
     except GatewayError as exc:
         tracker.failed(exc.status, exc.type, exc.reply if isinstance(exc, UpstreamError) else None)
         raise
+    if started.ticket is not None:
+        ticket = started.ticket
+        tracker.on_end.append(lambda _rec: gw.fair.leave(ticket))
     if job.stream:
         tracker.streaming = True
         started.tracker = tracker  # the stream records its end itself
     else:
         tracker.done(started.first, started.hit)
     return started
+
+
+async def _admit(gw: Gateway, record: KeyRecord, job: Job, tracker: Tracker) -> None:
+    """Hold the request to its key's budget and limits; what it used is counted when it ends."""
+    gw.guard.check_budget(record)
+    admitted = record.limited
+    if admitted:
+        await gw.guard.admit(record, job)
+    tracker.on_end.append(lambda rec: gw.guard.finished(record, job, rec, admitted))
 
 
 async def start(request: Request, gw: Gateway, job: Job, cache: CachePlan | None = None) -> Started:
@@ -142,6 +164,24 @@ def store_answer(gw: Gateway, job: Job, cache: CachePlan, deltas: list[Reply], d
 
 async def _start_live(request: Request, gw: Gateway, job: Job, cache: CachePlan | None) -> Started:
     job = await _with_live_worker(gw, job)
+    record = principal_of(request.scope).record
+    if record is None:
+        return await _run_live(request, gw, job, cache)
+    ticket = await gw.fair.enter(
+        job.group, record.key_id, slots=gw.live.slots.get(job.group, 1),
+        priority=record.priority, wait_s=job.deadline - time.time(),
+        limit=gw.config.fabric.queue_limit,
+    )  # fmt: skip
+    try:
+        started = await _run_live(request, gw, job, cache)
+    except BaseException:
+        gw.fair.leave(ticket)
+        raise
+    started.ticket = ticket
+    return started
+
+
+async def _run_live(request: Request, gw: Gateway, job: Job, cache: CachePlan | None) -> Started:
     replies = await _submit(gw, job)
     watcher = asyncio.ensure_future(_client_gone(request, replies))
     try:

@@ -39,6 +39,7 @@ class LiveGroups:
         self._seen: dict[str, float] = {}
         self.groups: frozenset[str] = frozenset()
         self.cooling: frozenset[str] = frozenset()  # groups whose every deployment cools down
+        self.slots: dict[str, int] = {}  # slots of the live workers of each group
         self._task: asyncio.Task[None] | None = None
 
     def reconfigure(self, config: GatewayConfig) -> None:
@@ -48,8 +49,11 @@ class LiveGroups:
     async def refresh(self) -> frozenset[str]:
         """Read the worker registry now (raises BrokerError when Redis is down)."""
         now = time.monotonic()
+        slots: dict[str, int] = {}
         for worker in await live_workers(self._redis, self._keys):
             self._seen[worker.group] = now
+            slots[worker.group] = slots.get(worker.group, 0) + worker.slots
+        self.slots = slots
         self.groups = frozenset(g for g, t in self._seen.items() if now - t < self._memory)
         self.cooling = await self._cooling()
         return self.groups

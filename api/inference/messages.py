@@ -20,6 +20,7 @@ from inferq.api.inference.relay import sse
 from inferq.api.inference.requests import make_job, parse_body, validate
 from inferq.api.middleware.access import finish_response, request_id
 from inferq.api.state import gateway
+from inferq.api.tenants.principal import principal_of
 from inferq.broker.bodies import GatewayOptions
 from inferq.broker.messages import Job, JobKind, Reply
 
@@ -65,7 +66,8 @@ async def _messages(request: Request) -> Response:
     req = validate(MessagesRequest, data)
     body = to_chat_body(req, data)
     rid = request_id(request.scope)
-    job = make_job(gw, JobKind.CHAT, req, body, request_id=rid, include_usage=True)
+    key = principal_of(request.scope).key_id
+    job = make_job(gw, JobKind.CHAT, req, body, request_id=rid, include_usage=True, key=key)
     cache = plan(gw.config, JobKind.CHAT, req.model, {**body, "model": req.model}, request.headers)
     started = await begin(request, gw, job, cache)
     if started is None:

@@ -1,7 +1,8 @@
 """`GET /v1/models` and `GET /v1/models/{model}`: the model groups and aliases a client may name.
 
-The list shows every group and every alias not marked hidden. Retrieving by name answers for a
-hidden alias too: it serves requests when named, so a client that names it may look it up.
+The list shows every group and every alias not marked hidden (for a virtual key limited to some
+models, those). Retrieving by name answers for a hidden alias too: it serves requests when
+named, so a client that names it may look it up; a model the key may not use is a 404.
 """
 
 import time
@@ -12,6 +13,8 @@ from starlette.responses import JSONResponse
 
 from inferq.api.errors import GatewayError
 from inferq.api.state import gateway
+from inferq.api.tenants.principal import principal_of
+from inferq.broker.tenants.access import allowed_names
 
 _STARTED = int(time.time())
 
@@ -23,14 +26,18 @@ def _model(name: str) -> dict[str, Any]:
 async def list_models(request: Request) -> JSONResponse:
     """The OpenAI model list."""
     config = gateway(request).config
-    return JSONResponse({"object": "list", "data": [_model(n) for n in config.public_models()]})
+    record = principal_of(request.scope).record
+    names = config.public_models() if record is None else allowed_names(record, config)
+    return JSONResponse({"object": "list", "data": [_model(n) for n in names]})
 
 
 async def retrieve_model(request: Request) -> JSONResponse:
-    """One model object, or OpenAI's 404 `model_not_found`."""
+    """One model object, or OpenAI's 404 `model_not_found` (also for a model this key may not
+    use: it does not learn which models exist beyond its own)."""
     config = gateway(request).config
     model: str = request.path_params["model"]
-    if config.route(model) is None:
+    record = principal_of(request.scope).record
+    if config.route(model) is None or (record and record.models and model not in record.models):
         raise GatewayError(
             f"The model '{model}' does not exist or you do not have access to it.",
             status=404,

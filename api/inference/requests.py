@@ -13,16 +13,47 @@ from inferq.broker.bodies import GatewayOptions, backend_fields, invalid_body
 from inferq.broker.messages import Job, JobKind
 from inferq.config.errors import NoUsableGroup, UnknownModel
 
+# Bounds on a body's shape (its size is bounded by `max_request_bytes` before it is read): deep
+# nesting and huge arrays cost the API and the backend far more than their bytes suggest.
+MAX_DEPTH = 32
+MAX_ITEMS = 10_000  # elements of any one array or object, e.g. `messages`
+MAX_STRING = 8_000_000  # characters of any one string
+
 
 def parse_body(raw: bytes) -> dict[str, Any]:
-    """The request body as a JSON object, or a 400."""
+    """The request body as a JSON object within the bounds above, or a 400."""
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise InvalidRequest("The request body must be a JSON object.")
+    # A small body with few brackets cannot break a bound (counting bytes is far cheaper than
+    # walking the tree, and most requests are small).
+    small = len(raw) < 2 * MAX_ITEMS and raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH
+    problem = None if small else _shape_problem(data)
+    if problem is not None:
+        raise InvalidRequest(f"The request body is too large in shape: {problem}.")
     return data
+
+
+def _shape_problem(data: dict[str, Any]) -> str | None:
+    """What breaks a bound, if anything (one pass over the body, no recursion)."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return f"nested deeper than {MAX_DEPTH} levels"
+        if len(node) > MAX_ITEMS:
+            return f"an array or object has more than {MAX_ITEMS} elements"
+        for child in node.values() if type(node) is dict else node:
+            kind = type(child)
+            if kind is str:
+                if len(child) > MAX_STRING:
+                    return f"a string is longer than {MAX_STRING} characters"
+            elif kind is dict or kind is list:
+                stack.append((child, depth + 1))
+    return None
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -45,9 +76,10 @@ def make_job(
     *,
     request_id: str | None = None,
     include_usage: bool = False,
+    key: str | None = None,
 ) -> Job:
     """The job for a validated request: its chain of groups, deadline and reply address;
-    `request_id` names it in every log line about it."""
+    `request_id` names it in every log line about it; `key` is the virtual key's id."""
     config = gw.config
     try:
         chain = config.resolve(options.model, options.fallbacks, options.disable_fallbacks)
@@ -81,6 +113,7 @@ def make_job(
         num_retries=options.num_retries,
         stream_timeout=options.stream_timeout,
         request_id=request_id,
+        key=key,
     )
 
 

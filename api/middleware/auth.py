@@ -1,41 +1,112 @@
-"""Master-key authentication as a plain ASGI middleware."""
+"""Authentication as a plain ASGI middleware: the master key, or a virtual key.
 
+A virtual key is checked against the per-process KeyCache (api/tenants/cache.py): a dict read
+for a key seen before, one GET for a key seen first. Every refusal says the same thing, whatever
+was wrong (unknown, expired, revoked), and no key or part of one is ever logged or echoed.
+"""
+
+import asyncio
 import hmac
+from typing import Any
 
 from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from inferq.api.errors import AuthError
+from inferq.api.errors import AuthError, GatewayError
 from inferq.api.middleware.access import finish_response
 from inferq.api.ops import session
 from inferq.api.state import CurrentConfig
+from inferq.api.tenants.cache import MISSING as _MISSING
+from inferq.api.tenants.cache import KeyCache, expired
+from inferq.api.tenants.guard import PermissionDenied
+from inferq.api.tenants.principal import MASTER, Principal, set_principal
+from inferq.api.tenants.throttle import AuthThrottle
+from inferq.broker.tenants.vkeys import KEY_PREFIX, hash_key
 
 # Probes must work without a key (container healthchecks, load balancers).
 OPEN_PATHS = frozenset({"/health/liveliness", "/health/liveness", "/health/readiness", "/"})
 # The dashboard's pages answer a browser that has no key yet themselves (with a login form).
 DASHBOARD_PAGES = frozenset({"/ui", "/ui/login", "/ui/logout"})
+# Routes for the master key and admin keys only (a key reads its own record at /key/info).
+_ADMIN_PREFIXES = ("/key/", "/ui/", "/metrics", "/health")
+_KEY_PREFIX = KEY_PREFIX.encode()
+_KEY_MAX = 256
+_INVALID = "Invalid API key."
 
 
-class MasterKeyAuth:
+class KeyAuth:
     """Requires `Authorization: Bearer <key>` (or `x-api-key`, `api-key`) on every other path;
     under `/ui/` the dashboard's login cookie is accepted instead."""
 
     def __init__(self, app: ASGIApp, current: CurrentConfig) -> None:
         self.app = app
         self._current = current  # the key can change on reload
+        self.throttle = AuthThrottle()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        key = self._current.master_key
-        if scope["type"] != "http" or key is None or path in OPEN_PATHS or path in DASHBOARD_PAGES:
+        master = self._current.master_key
+        if (
+            scope["type"] != "http"
+            or master is None
+            or path in OPEN_PATHS
+            or path in DASHBOARD_PAGES
+        ):
             await self.app(scope, receive, send)
             return
-        error = check(scope["headers"], key, dashboard=path.startswith("/ui/"))
+        address = _address(scope)
+        error: GatewayError | None = self.throttle.refused(address)
         if error is None:
-            await self.app(scope, receive, send)
-            return
+            found = await self._principal(scope, master, path)
+            if isinstance(found, Principal):
+                error = _forbidden(found, path)
+                if error is None:
+                    set_principal(scope, found)
+                    await self.app(scope, receive, send)
+                    return
+            else:
+                error = found
+                delay = self.throttle.failed(address)
+                if delay:
+                    await asyncio.sleep(delay)
         # The presented key is never logged: the line has the request id, path and status.
         await finish_response(scope, error.response(), error.type)(scope, receive, send)
+
+    async def _principal(self, scope: Scope, master: str, path: str) -> Principal | AuthError:
+        headers = scope["headers"]
+        presented = _presented_key(headers)
+        if presented is None:
+            return check(headers, master, dashboard=path.startswith("/ui/")) or MASTER
+        if hmac.compare_digest(presented, master.encode()):
+            return MASTER
+        cache = _cache(scope)
+        if cache is None or not presented.startswith(_KEY_PREFIX) or len(presented) > _KEY_MAX:
+            return AuthError(_INVALID, code="invalid_api_key")
+        token = hash_key(presented)
+        found = cache.cached(token)
+        if found is _MISSING:
+            found = await cache.lookup(token)
+        if found is None or found.record is None or expired(found.record):
+            return AuthError(_INVALID, code="invalid_api_key")
+        cache.used[found.record.key_id] = 0.0  # stamped when flushed: no clock read per request
+        return found
+
+
+def _forbidden(principal: Principal, path: str) -> GatewayError | None:
+    if principal.admin or not path.startswith(_ADMIN_PREFIXES) or path == "/key/info":
+        return None
+    return PermissionDenied("This key may not use this route (it needs an admin key).")
+
+
+def _cache(scope: Scope) -> KeyCache | None:
+    app: Any = scope.get("app")
+    gw = getattr(getattr(app, "state", None), "gateway", None)
+    return None if gw is None else gw.key_cache
+
+
+def _address(scope: Scope) -> str:
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
 
 
 def check(
@@ -49,11 +120,11 @@ def check(
             return None
         hint = " or log in at /ui" if dashboard else ""
         return AuthError(
-            f"No API key provided: send 'Authorization: Bearer <master_key>'{hint}.",
+            f"No API key provided: send 'Authorization: Bearer <key>'{hint}.",
             code="invalid_api_key",
         )
     if not hmac.compare_digest(presented, master_key.encode()):
-        return AuthError("Invalid API key.", code="invalid_api_key")
+        return AuthError(_INVALID, code="invalid_api_key")
     return None
 
 

@@ -9,6 +9,7 @@ from starlette.responses import JSONResponse, Response
 
 from inferq.api.errors import InvalidRequest
 from inferq.api.state import Gateway, gateway
+from inferq.api.tenants.principal import principal_of
 from inferq.broker.errors import BrokerError
 from inferq.broker.jobs.queue import depths
 from inferq.broker.ops.limits import cooldowns
@@ -29,7 +30,18 @@ async def usage_report(request: Request) -> JSONResponse:
             f"start..end must be ordered and within {_MAX_DAYS} days", param="start"
         )
     model = request.query_params.get("model")
-    return JSONResponse(await usage_between(gateway(request), start, end, model))
+    report = await usage_between(gateway(request), start, end, model)
+    me = principal_of(request.scope)
+    if not me.admin:
+        report = own_usage(report, me.key_id or "")
+    return JSONResponse(report)
+
+
+def own_usage(report: dict[str, Any], key_id: str) -> dict[str, Any]:
+    """What an ordinary key may read of a usage report: its own totals, nobody else's."""
+    mine = report["by_key"].get(key_id, _zero())
+    return {"start": report["start"], "end": report["end"], "model": report["model"],
+            "key": key_id, "totals": mine, "by_key": {key_id: mine}}  # fmt: skip
 
 
 async def usage_between(

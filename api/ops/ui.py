@@ -19,8 +19,10 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from inferq.api.middleware.auth import check
 from inferq.api.ops import session
 from inferq.api.ops.observe import usage_between
-from inferq.api.state import CurrentConfig, gateway
+from inferq.api.state import CurrentConfig, Gateway, gateway
 from inferq.broker.ops.status import read_status
+from inferq.broker.tenants import vkeys
+from inferq.broker.tenants.shares import read_shares
 
 _MAX_FORM_BYTES = 8192
 # Throughput and latency come from the latest requests only: this runs in an API process every
@@ -112,13 +114,14 @@ class Dashboard:
                 dep["provider"] = deployment.provider.value
                 dep["model"] = deployment.upstream_model
                 dep["unavailable"] = deployment.unavailable_reason
-        # Per-key totals stay in /usage: hashed keys mean nothing on a wall screen.
+        # Per-key totals show with the virtual keys (by alias), not as bare hashes.
         body["usage"] = {
             "day": str(today),
             "totals": usage["totals"],
             "by_group": usage["by_group"],
             "by_deployment": usage["by_deployment"],
         }
+        body["keys"] = await _keys_view(gw, usage["by_key"])
         return JSONResponse(body, headers={"Cache-Control": "no-store"})
 
     @property
@@ -132,6 +135,26 @@ class Dashboard:
         # `message` is one of this module's fixed sentences, never anything the client sent.
         html = self._login.replace("<!--message-->", message)
         return HTMLResponse(html, status_code=status, headers=_HEADERS)
+
+
+async def _keys_view(gw: Gateway, by_key: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
+    """Each virtual key with its limits, today's spend, last use and its queue now."""
+    records = await vkeys.load_all(gw.redis, gw.keys)
+    used = await vkeys.last_used(gw.redis, gw.keys)
+    shares = await read_shares(gw.redis, gw.keys)
+    view = []
+    for r in sorted(records, key=lambda r: r.created):
+        today = by_key.get(r.key_id, {})
+        queue = [v for per_key in shares.values() for k, v in per_key.items() if k == r.key_id]
+        view.append({
+            "id": r.key_id, "alias": r.key_alias or "", "role": r.role, "models": list(r.models),
+            "rpm_limit": r.rpm_limit, "tpm_limit": r.tpm_limit,
+            "max_parallel_requests": r.max_parallel_requests, "max_budget": r.max_budget,
+            "budget_duration": r.budget_duration, "requests_today": today.get("requests", 0),
+            "cost_today": today.get("cost", 0.0), "last_used": used.get(r.key_id),
+            "in_flight": sum(q[0] for q in queue), "waiting": sum(q[1] for q in queue),
+        })  # fmt: skip
+    return view
 
 
 async def _form_field(request: Request, name: str) -> str | None:

@@ -41,6 +41,8 @@ from inferq.broker.jobs.results import (
 from inferq.broker.keys import JOB_FIELD, Keys
 from inferq.broker.messages import ErrorInfo, Job, JobKind, Lane
 from inferq.broker.scripts import LuaScript
+from inferq.broker.tenants.access import NotPermitted, restrict
+from inferq.broker.tenants.vkeys import KeyRecord
 from inferq.config import GatewayConfig
 from inferq.config.errors import NoUsableGroup, RouteError, UnknownModel
 
@@ -130,10 +132,13 @@ class _Collector:
 class Submitter:
     """Submits batch requests straight onto the queue and collects their results."""
 
-    def __init__(self, redis: Redis, keys: Keys, config: GatewayConfig) -> None:
+    def __init__(
+        self, redis: Redis, keys: Keys, config: GatewayConfig, tenant: KeyRecord | None = None
+    ) -> None:
         self._redis = redis
         self._keys = keys
         self._config = config
+        self._tenant = tenant  # the virtual key the work runs under (None: the operator's)
         self._groups: set[str] = set()  # groups whose streams this submitter has ensured
 
     async def run(
@@ -235,6 +240,9 @@ class Submitter:
         chain = self._config.resolve(options.model, options.fallbacks, options.disable_fallbacks)
         fabric = self._config.fabric
         now = time.time()
+        tenant = self._tenant
+        if tenant is not None:
+            chain = tuple(restrict(tenant, self._config, options.model, chain))
         return Job(
             id=job_id,
             kind=request.kind,
@@ -249,6 +257,10 @@ class Submitter:
             submission=submission_id,
             custom_id=request.custom_id,
             result_ttl=fabric.result_ttl,
+            key=tenant.key_id if tenant else None,
+            budget_period=tenant.period(now)[0]
+            if tenant and tenant.max_budget is not None
+            else None,
         )
 
     async def _enqueue(self, job: Job) -> int:
@@ -382,6 +394,11 @@ def _refusal(exc: InvalidBody | RouteError) -> ErrorInfo:
             param=exc.param,
             message=str(exc),
         )
+    if isinstance(exc, NotPermitted):
+        return ErrorInfo(
+            status=403, type="permission_denied", code="permission_denied", param="model",
+            message=str(exc),
+        )  # fmt: skip
     assert isinstance(exc, NoUsableGroup)
     return ErrorInfo(status=503, type="service_unavailable", message=str(exc))
 

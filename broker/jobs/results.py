@@ -133,7 +133,8 @@ def cancelled_result(job: Job) -> Reply | None:
 # results stream, submission hash, submission jobs (the result key again for a job of no
 # submission), the day's usage index, then N usage hashes. ARGV: record, ttl, job id,
 # custom_id, ok (0/1), in a submission (0/1), N, errors (0/1), prompt tokens, completion
-# tokens, cost, usage ttl, then the N index members.
+# tokens, cost, usage ttl, then the N index members. A job of a virtual key with a budget adds
+# its key's spend counter for the period as a last KEYS entry (issue 12).
 _STORE = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) == false then return 0 end
 if ARGV[6] == '1' then
@@ -153,6 +154,10 @@ for i = 1, n do
   redis.call('SADD', KEYS[5], ARGV[12 + i])
 end
 if n > 0 then redis.call('EXPIRE', KEYS[5], ARGV[12]) end
+if #KEYS > 5 + n then
+  redis.call('INCRBYFLOAT', KEYS[6 + n], ARGV[11])
+  redis.call('EXPIRE', KEYS[6 + n], ARGV[12])
+end
 return 1
 """
 # API key dimension of batch usage: the client reached the queue, not the API.
@@ -179,15 +184,19 @@ def store(pipe: Any, keys: Keys, job: Job, reply: Reply, *, provider: str = "") 
     args = [outcome.encode(), ttl, job.id, job.custom_id or "", int(outcome.ok), int(bool(sid))]
     # Usage counts what reached a backend (not requests cancelled or refused before).
     day = time.strftime("%Y-%m-%d", time.gmtime())
+    key = job.key or BATCH_KEY  # a virtual key's batch work counts as that key's usage
     dims = [("group", reply.group or job.group), ("deployment", reply.deployment or ""),
-            ("provider", provider), ("key", BATCH_KEY)] if reply.deployment else []  # fmt: skip
+            ("provider", provider), ("key", key)] if reply.deployment else []  # fmt: skip
     dims = [(d, v) for d, v in dims if v]
     usage = reply.usage or {}
     args += [len(dims), int(not outcome.ok), int(usage.get("prompt_tokens") or 0),
              int(usage.get("completion_tokens") or 0), reply.cost or 0.0,
              _USAGE_DAYS * 86400, *(f"{d}\t{v}" for d, v in dims)]  # fmt: skip
     usage_keys = [keys.usage(day, d, v) for d, v in dims]
-    pipe.eval(_STORE, 5 + len(dims), record, *others, keys.usage_index(day), *usage_keys, *args)
+    if job.key and job.budget_period and reply.deployment:
+        usage_keys.append(keys.key_spend(job.key, job.budget_period))
+    pipe.eval(_STORE, 5 + len(usage_keys), record, *others, keys.usage_index(day), *usage_keys,
+              *args)  # fmt: skip
 
 
 # Store a result nobody ran (a request refused before it was queued) unless one exists: one

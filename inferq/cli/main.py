@@ -23,6 +23,7 @@ EPILOG = """examples:
   inferq status --watch                      # queues, workers, throughput per group
   inferq check-health --api http://127.0.0.1:8001   # exit 0/1, for container healthchecks
   inferq submit requests.jsonl --out results.jsonl   # an OpenAI batch file through the batch lane
+  inferq keys create --alias app1 --models fast --rpm 60   # a virtual key (printed once)
   inferq config check config/minimal_config.yaml
 """
 
@@ -57,6 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "check-health": _check_health,
         "reload": _reload,
         "submit": _submit,
+        "keys": _keys,
     }[args.command]
     return handler(args, env, config)
 
@@ -218,10 +220,18 @@ def _parser() -> argparse.ArgumentParser:
         help="submission id (default: derived from the input file's path and content)",
     )
     submit.add_argument(
+        "--key",
+        help="run the requests under this virtual key (its models, usage and budget)",
+    )
+    submit.add_argument(
         "--cancel",
         action="store_true",
         help="cancel the submission: its queued requests end as batch_cancelled",
     )
+
+    from inferq.cli.keys import add_parser as add_keys
+
+    add_keys(sub, common)
 
     cfg = sub.add_parser(
         "config",
@@ -286,6 +296,12 @@ def _worker(args: argparse.Namespace, env: RuntimeEnv, config: GatewayConfig) ->
         print(f"inferq worker: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     return 0
+
+
+def _keys(args: argparse.Namespace, env: RuntimeEnv, config: GatewayConfig) -> int:
+    from inferq.cli.keys import run_keys
+
+    return run_keys(args, config, env.redis_url)
 
 
 def _up(args: argparse.Namespace, env: RuntimeEnv, config: GatewayConfig) -> int:
@@ -353,6 +369,7 @@ def _submit(args: argparse.Namespace, env: RuntimeEnv, config: GatewayConfig) ->
         window=args.window,
         submission_id=args.submission_id,
         cancel=args.cancel,
+        key=args.key,
     )
 
 

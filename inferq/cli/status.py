@@ -13,6 +13,8 @@ from inferq.broker.errors import BrokerError
 from inferq.broker.keys import Keys
 from inferq.broker.ops.registry import live_workers
 from inferq.broker.ops.status import read_status
+from inferq.broker.tenants import vkeys
+from inferq.broker.tenants.shares import read_shares
 from inferq.config import GatewayConfig
 
 
@@ -21,11 +23,22 @@ async def collect(config: GatewayConfig, redis_url: str) -> dict[str, Any]:
     cooldowns (raises BrokerError when Redis is down)."""
     redis = connect(redis_url, max_connections=4)
     groups = {name: [d.id for d in deps] for name, deps in config.groups.items()}
+    keys = Keys(config.fabric.key_prefix)
     try:
-        status = await read_status(redis, Keys(config.fabric.key_prefix), groups)
+        status = await read_status(redis, keys, groups)
+        shares = await read_shares(redis, keys)
+        aliases = {r.key_id: r.key_alias or "" for r in await vkeys.load_all(redis, keys)}
     finally:
         await redis.aclose()
-    return status.as_dict({name: config.unavailable_reason(name) for name in config.groups})
+    result = status.as_dict({name: config.unavailable_reason(name) for name in config.groups})
+    result["keys"] = {
+        group: {
+            key_id: {"alias": aliases.get(key_id, ""), "in_flight": flight, "waiting": waiting}
+            for key_id, (flight, waiting) in per_key.items()
+        }
+        for group, per_key in shares.items()
+    }
+    return result
 
 
 def render(status: dict[str, Any]) -> str:
@@ -50,7 +63,21 @@ def render(status: dict[str, Any]) -> str:
             f"{g['slots']:>6}{g['in_flight']:>6}{g['requests_per_min']:>8}{p50:>8}"
             f"  {'; '.join(notes)}"
         )
-    return "\n".join(lines)
+    return "\n".join(lines + _per_key(status.get("keys", {})))
+
+
+def _per_key(per_group: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
+    """The queue per virtual key: jobs queued or running, and requests held back by its share."""
+    if not any(per_group.values()):
+        return []
+    head = f"{'group':<22}{'key':<14}{'alias':<20}{'in flight':>10}{'waiting':>9}"
+    lines = ["", "queue per key", head, "-" * len(head)]
+    for group, per_key in sorted(per_group.items()):
+        for key_id, k in sorted(per_key.items(), key=lambda kv: -kv[1]["waiting"]):
+            lines.append(
+                f"{group:<22}{key_id:<14}{k['alias'][:19]:<20}{k['in_flight']:>10}{k['waiting']:>9}"
+            )
+    return lines
 
 
 def show_status(config: GatewayConfig, redis_url: str, *, as_json: bool, watch: bool) -> int:

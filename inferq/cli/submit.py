@@ -24,6 +24,7 @@ from inferq.broker.connection import Redis, connect
 from inferq.broker.errors import BrokerError
 from inferq.broker.keys import Keys
 from inferq.broker.ops.registry import live_workers
+from inferq.broker.tenants import vkeys
 from inferq.config import GatewayConfig
 from inferq.config.errors import RouteError
 
@@ -115,6 +116,7 @@ def submit(
     window: int,
     submission_id: str | None = None,
     cancel: bool = False,
+    key: str | None = None,
 ) -> int:
     """Run the batch file; 0 when every input line has its output line, 1 otherwise."""
     try:
@@ -129,8 +131,12 @@ def submit(
         print(f"inferq submit: {exc}", file=sys.stderr)
         return 2
     job = _Run(config, redis_url, sid, lines=parse_input(data), out=out_path, window=window)
+    job.key = key
     try:
         return asyncio.run(job.cancel() if cancel else job.main())
+    except ValueError as exc:
+        print(f"inferq submit: {exc}", file=sys.stderr)
+        return 2
     except BrokerError as exc:
         print(f"\ninferq submit: {exc}; rerun the same command to carry on", file=sys.stderr)
         return 1
@@ -153,6 +159,7 @@ class _Run:
         self.lines, self.out, self.window = lines, out, window
         self.stop = asyncio.Event()
         self.interrupts = 0
+        self.key: str | None = None  # the virtual key the requests run under
 
     async def cancel(self) -> int:
         redis = connect(self.redis_url, max_connections=4)
@@ -188,7 +195,9 @@ class _Run:
                         bar.advance()
                 requests = [line.request for line in todo if line.request is not None]
                 await self._warn_idle(redis, requests)
-                submitter = Submitter(redis, Keys(self.config.fabric.key_prefix), self.config)
+                keys = Keys(self.config.fabric.key_prefix)
+                tenant = await vkeys.usable(redis, keys, self.key) if self.key else None
+                submitter = Submitter(redis, keys, self.config, tenant)
                 async for outcome in submitter.run(
                     self.sid, requests, window=self.window, stop=self.stop
                 ):

@@ -7,7 +7,7 @@ from starlette.middleware import Middleware
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from inferq.api.middleware.auth import MasterKeyAuth
+from inferq.api.middleware.auth import KeyAuth
 from inferq.api.ops import session
 from inferq.api.ops.ui import Dashboard
 from inferq.api.state import CurrentConfig
@@ -22,7 +22,7 @@ def client(master_key: str | None) -> TestClient:
         text += f"general_settings: {{master_key: {master_key}}}\n"
     current = CurrentConfig(parse_config(text))
     routes = [Route(p, e, methods=[m]) for p, e, m in Dashboard(current).routes()]
-    app = Starlette(routes=routes, middleware=[Middleware(MasterKeyAuth, current=current)])
+    app = Starlette(routes=routes, middleware=[Middleware(KeyAuth, current=current)])
     return TestClient(app, follow_redirects=False)
 
 
