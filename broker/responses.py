@@ -27,6 +27,9 @@ class StoredResponse(BaseModel):
 
     response: dict[str, Any]
     messages: list[dict[str, Any]]
+    # The hash of the virtual key that made it (None: the master key): another key neither
+    # reads it nor continues from it.
+    owner: str | None = None
 
 
 async def save_response(

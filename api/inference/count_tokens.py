@@ -18,6 +18,7 @@ from inferq.api.inference.messages import MessagesRequest, anthropic_error, to_c
 from inferq.api.inference.requests import make_job, parse_body, validate
 from inferq.api.middleware.access import finish_response, request_id
 from inferq.api.state import gateway
+from inferq.api.tenants.principal import principal_of
 from inferq.broker.messages import JobKind
 
 
@@ -42,7 +43,8 @@ async def _count(request: Request) -> Response:
     req = validate(CountTokensRequest, data)
     body = to_chat_body(req, data)
     body.pop("max_tokens", None)
-    job = make_job(gw, JobKind.TOKENS, req, body, request_id=request_id(request.scope))
+    key = principal_of(request.scope).key_id
+    job = make_job(gw, JobKind.TOKENS, req, body, request_id=request_id(request.scope), key=key)
     started = await begin(request, gw, job, None)
     if started is None:
         return Response(status_code=499)

@@ -21,6 +21,7 @@ from inferq.api.responses.output import assistant_messages, output_items, respon
 from inferq.api.responses.request import ResponsesRequest, chat_body, input_messages
 from inferq.api.responses.stream import ResponsesStream
 from inferq.api.state import Gateway, gateway
+from inferq.api.tenants.principal import principal_of
 from inferq.broker.errors import BrokerError
 from inferq.broker.messages import JobKind
 from inferq.broker.responses import (
@@ -46,9 +47,10 @@ async def create_response(request: Request) -> Response:
     data = parse_body(await request.body())
     req = validate(ResponsesRequest, data)
     history: list[dict[str, Any]] = []
+    me = principal_of(request.scope)
     if req.previous_response_id:
         previous = await load_response(gw.redis, gw.keys, req.previous_response_id)
-        if previous is None:
+        if previous is None or not me.may_see(previous.owner):
             raise InvalidRequest(
                 f"Previous response with id '{req.previous_response_id[:100]}' not found.",
                 param="previous_response_id",
@@ -60,7 +62,7 @@ async def create_response(request: Request) -> Response:
         raise InvalidRequest("Invalid request: input: missing required field", param="input")
     body = chat_body(req, history + turn)
     rid = request_id(request.scope)
-    job = make_job(gw, JobKind.CHAT, req, body, request_id=rid, include_usage=True)
+    job = make_job(gw, JobKind.CHAT, req, body, request_id=rid, include_usage=True, key=me.key_id)
     cache = plan(gw.config, JobKind.CHAT, req.model, {**body, "model": req.model}, request.headers)
     started = await begin(request, gw, job, cache)
     if started is None:
@@ -69,7 +71,8 @@ async def create_response(request: Request) -> Response:
     async def keep(response: dict[str, Any]) -> None:
         if req.store:
             messages = [*history, *turn, *assistant_messages(response["output"])]
-            await _save(gw, StoredResponse(response=response, messages=messages))
+            stored = StoredResponse(response=response, messages=messages, owner=me.token)
+            await _save(gw, stored)
 
     if job.stream:
         return sse(gw, started, ResponsesStream(job, req, keep))
@@ -100,7 +103,7 @@ async def retrieve_response(request: Request) -> Response:
     gw = gateway(request)
     response_id = _id(request)
     stored = await load_response(gw.redis, gw.keys, response_id)
-    if stored is None:
+    if stored is None or not principal_of(request.scope).may_see(stored.owner):
         raise NoSuchResponse(
             f"Response with id '{response_id[:100]}' not found.", param="response_id"
         )
@@ -111,7 +114,9 @@ async def remove_response(request: Request) -> Response:
     """`DELETE /v1/responses/{id}`."""
     gw = gateway(request)
     response_id = _id(request)
-    if not await delete_response(gw.redis, gw.keys, response_id):
+    stored = await load_response(gw.redis, gw.keys, response_id)
+    mine = stored is not None and principal_of(request.scope).may_see(stored.owner)
+    if not mine or not await delete_response(gw.redis, gw.keys, response_id):
         raise NoSuchResponse(
             f"Response with id '{response_id[:100]}' not found.", param="response_id"
         )

@@ -592,3 +592,24 @@ def test_the_dashboard_lists_keys_with_limits_and_spend(two: Two) -> None:
     assert key[3:15] not in data.text
     denied = httpx.get(two.second.base_url + "/ui/data", headers={"Authorization": f"Bearer {key}"})
     assert denied.status_code == 403
+
+
+def test_a_key_reads_and_continues_only_its_own_stored_responses(two: Two) -> None:
+    alice, bob = two.generate(key_alias="resp-a"), two.generate(key_alias="resp-b")
+    with two.client(alice) as a, two.client(bob, which=2) as b:
+        first = a.responses.create(model="fake", input="remember this")
+        assert a.responses.retrieve(first.id).id == first.id
+        # Another key: the id names nothing it may see, on either API process.
+        with pytest.raises(openai.NotFoundError):
+            b.responses.retrieve(first.id)
+        with pytest.raises(openai.BadRequestError) as refused:
+            b.responses.create(model="fake", input="go on", previous_response_id=first.id)
+        assert refused.value.code == "previous_response_not_found"
+        with pytest.raises(openai.NotFoundError):
+            b.responses.delete(first.id)
+        # Its owner continues it and deletes it.
+        second = a.responses.create(model="fake", input="go on", previous_response_id=first.id)
+        assert second.status == "completed"
+        a.responses.delete(first.id)
+        with pytest.raises(openai.NotFoundError):
+            a.responses.retrieve(first.id)
