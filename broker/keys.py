@@ -56,6 +56,10 @@ class Keys:
         """Hash of requests and tokens a deployment used in one minute (rpm/tpm pacing)."""
         return f"{self.prefix}:{{{group}}}:window:{deployment}:{minute}"
 
+    def replica_probe(self) -> str:
+        """A tiny write made before WAIT, so WAIT covers every write before it (replicas)."""
+        return f"{self.prefix}:replica-probe"
+
     def result(self, job_id: str) -> str:
         """A finished job's durable result record (a JSON `Outcome`), with a TTL."""
         return f"{self.prefix}:result:{{{job_id}}}"

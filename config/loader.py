@@ -132,6 +132,8 @@ def _build(doc: ConfigFile, source: str) -> GatewayConfig:
             watch_config=fabric.watch_config,
             max_file_bytes=fabric.max_file_bytes,
             batch_api_window=fabric.batch_api_window,
+            replica_acks=fabric.replica_acks,
+            replica_ack_timeout_ms=fabric.replica_ack_timeout_ms,
             batch_queue_limit=fabric.batch_queue_limit,
             batch_max_slots=fabric.batch_max_slots,
             batch_min_share=fabric.batch_min_share,

@@ -142,6 +142,8 @@ class FabricConfig:
     watch_config: bool = True
     max_file_bytes: int = 200 * 1024 * 1024
     batch_api_window: int = 256
+    replica_acks: int = 0  # replicas that must have a job (enqueue, end) before it counts
+    replica_ack_timeout_ms: int = 100
 
     def batch_slots(self, slots: int) -> int:
         """How many of a deployment's `slots` batch jobs may hold at once: `batch_max_slots`

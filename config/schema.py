@@ -113,6 +113,11 @@ class InferqSettings(BaseModel):
     watch_config: bool = True  # reload when the config file changes (SIGHUP and reload always)
     max_file_bytes: int = Field(default=200 * 1024 * 1024, gt=0)  # POST /v1/files
     batch_api_window: int = Field(default=256, gt=0)  # jobs of one /v1/batches batch in flight
+    # With replicas (Sentinel): a job counts as accepted, and as ended, once this many replicas
+    # have it (WAIT), so a failover right after cannot lose it; waits at most the timeout (kept
+    # under the connections' 5 s socket timeout), then goes on with a warning.
+    replica_acks: int = Field(default=0, ge=0, le=16)
+    replica_ack_timeout_ms: int = Field(default=100, gt=0, le=4000)
     # Batch lane (issue 7): its own admission limit, the share of a deployment's slots it may
     # hold, the share of pulls it gets when both lanes have work, how long its jobs may take.
     batch_queue_limit: int = Field(default=100_000, gt=0)

@@ -25,6 +25,7 @@ from inferq.broker.keys import Keys
 from inferq.broker.messages import Attempt, ErrorInfo, Job, ReplyKind
 from inferq.broker.ops.limits import DeploymentLimits
 from inferq.broker.ops.registry import WorkerInfo, deregister, heartbeat, served_from
+from inferq.broker.replicas import ReplicaAcks
 from inferq.config import Deployment, GatewayConfig
 from inferq.config.runtime import CRASH_BEFORE_TERMINAL
 from inferq.workers.attempt import ReplyWriter, carried_on, resumed, run_attempt
@@ -64,7 +65,12 @@ class DeploymentWorker:
         self._keys = Keys(config.fabric.key_prefix)
         self._provider = provider
         self._consumer = GroupConsumer(
-            redis, self._keys, deployment.group, self.id, deployment.provider.value
+            redis,
+            self._keys,
+            deployment.group,
+            self.id,
+            deployment.provider.value,
+            acks=ReplicaAcks.of(config.fabric),
         )
         self._limits = DeploymentLimits(redis, self._keys, deployment.group, deployment.id)
         self._slots_override = slots  # `inferq worker --concurrency`
@@ -146,6 +152,7 @@ class DeploymentWorker:
         self.deployment = deployment
         self._provider = provider
         self._consumer.provider = deployment.provider.value
+        self._consumer.acks = ReplicaAcks.of(config.fabric)
         self._slots = self._slots_override or deployment.max_parallel_requests
         fabric = config.fabric
         self._lanes.resize(fabric.batch_slots(self._slots), fabric.batch_min_share)

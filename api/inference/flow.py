@@ -20,6 +20,7 @@ from inferq.broker.errors import BrokerError, BrokerUnavailable, QueueFull, Repl
 from inferq.broker.jobs.queue import enqueue
 from inferq.broker.jobs.replies import ReplyStream
 from inferq.broker.messages import Job, Reply, ReplyKind
+from inferq.broker.replicas import ReplicaAcks
 from inferq.broker.tenants.vkeys import KeyRecord
 
 log = logging.getLogger("inferq.api")
@@ -246,7 +247,8 @@ async def _submit(gw: Gateway, job: Job) -> ReplyStream:
     """Listen for the job's replies, then enqueue it (never the other way round)."""
     replies = gw.dispatcher.open(job.id)
     try:
-        await enqueue(gw.redis, gw.keys, job, limit=gw.config.fabric.queue_limit)
+        fabric = gw.config.fabric
+        await enqueue(gw.redis, gw.keys, job, fabric.queue_limit, ReplicaAcks.of(fabric))
     except QueueFull as exc:
         gw.dispatcher.close(job.id)
         raise GatewayError(

@@ -40,6 +40,7 @@ from inferq.broker.jobs.results import (
 )
 from inferq.broker.keys import JOB_FIELD, Keys
 from inferq.broker.messages import ErrorInfo, Job, JobKind, Lane
+from inferq.broker.replicas import ReplicaAcks, confirm
 from inferq.broker.scripts import LuaScript
 from inferq.broker.tenants.access import NotPermitted, restrict
 from inferq.broker.tenants.vkeys import KeyRecord
@@ -284,6 +285,7 @@ class Submitter:
                     math.ceil(self._ttl),
                 ],
             )
+        await confirm(self._redis, self._keys, ReplicaAcks.of(self._config.fabric))
         return int(status)
 
     async def _refuse(

@@ -21,6 +21,7 @@ from inferq.broker.jobs.queue import ensure_group
 from inferq.broker.jobs.results import store
 from inferq.broker.keys import CONSUMER_GROUP, JOB_FIELD, Keys
 from inferq.broker.messages import Job, Lane, Reply
+from inferq.broker.replicas import NO_ACKS, ReplicaAcks, confirm
 from inferq.broker.scripts import LuaScript
 
 log = logging.getLogger("inferq.broker")
@@ -65,9 +66,17 @@ class GroupConsumer:
     """One consumer (a worker's deployment) in a model group's consumer group."""
 
     def __init__(
-        self, redis: Redis, keys: Keys, group: str, consumer: str, provider: str = ""
+        self,
+        redis: Redis,
+        keys: Keys,
+        group: str,
+        consumer: str,
+        provider: str = "",
+        *,
+        acks: ReplicaAcks = NO_ACKS,
     ) -> None:
         self._redis = redis
+        self.acks = acks  # replicas that must have a job's end before the next step
         self._keys = keys
         self.group = group
         self.consumer = consumer
@@ -130,6 +139,7 @@ class GroupConsumer:
                 store(pipe, self._keys, job, reply, provider=self.provider)
             self._ack(pipe, delivery, job)
             await pipe.execute()
+        await confirm(self._redis, self._keys, self.acks)
 
     async def retry_later(self, delivery: Delivery, job: Job, ready_at: float) -> None:
         """Acknowledge this delivery and park the job until `ready_at`; any deployment of the
@@ -170,6 +180,7 @@ class GroupConsumer:
                 store(pipe, self._keys, job, reply)
             self._ack(pipe, delivery, job)
             await pipe.execute()
+        await confirm(self._redis, self._keys, self.acks)
 
     def _ack(self, pipe: Any, delivery: Delivery, job: Job | None) -> None:
         stream = self._streams[delivery.lane]

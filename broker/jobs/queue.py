@@ -13,6 +13,7 @@ from inferq.broker.connection import Redis, translate_errors
 from inferq.broker.errors import BrokerRefused, QueueFull
 from inferq.broker.keys import CONSUMER_GROUP, JOB_FIELD, Keys
 from inferq.broker.messages import Job, Lane
+from inferq.broker.replicas import NO_ACKS, ReplicaAcks, confirm
 from inferq.broker.scripts import LuaScript
 
 
@@ -53,11 +54,18 @@ return {1, redis.call('XADD', KEYS[1], '*', ARGV[3], ARGV[1])}
 """)
 
 
-async def enqueue(redis: Redis, keys: Keys, job: Job, limit: int | None = None) -> str:
+async def enqueue(
+    redis: Redis,
+    keys: Keys,
+    job: Job,
+    limit: int | None = None,
+    acks: ReplicaAcks = NO_ACKS,
+) -> str:
     """Append a job to its group's stream for its lane; returns the entry id.
 
     With `limit`, refuses (QueueFull) when that lane already holds that many jobs, instead of
-    growing without bound or trimming work nobody has done.
+    growing without bound or trimming work nobody has done. With `acks`, returns once that many
+    replicas have the job (or the wait timed out).
     """
     stream = keys.stream(job.group, job.lane)
     async with translate_errors():
@@ -67,6 +75,7 @@ async def enqueue(redis: Redis, keys: Keys, job: Job, limit: int | None = None) 
             admitted, entry = await _ADMIT(redis, [stream], [job.encode(), limit, JOB_FIELD])
             if not admitted:
                 raise QueueFull(job.group, int(entry), limit)
+    await confirm(redis, keys, acks)
     return entry.decode() if isinstance(entry, bytes) else str(entry)
 
 

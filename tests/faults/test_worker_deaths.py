@@ -1,5 +1,6 @@
 """A worker SIGKILLed at each moment of a job: its client still gets every token once and one end.
 
+The streamed cases run on a single Redis and on a Sentinel-managed primary (`topologies`).
 The moments are hit deterministically: the fake backend holds its stream at a chosen point (the
 test kills the worker while it waits there, once what it read has reached Redis), or the worker
 kills itself with the backend's whole answer in hand (`INFERQ_CRASH_AT=before-terminal`).
@@ -15,12 +16,12 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-import redis as sync_redis
 
 from tests.faults.conftest import AUTH, deployment, models, settings
 from tests.faults.test_worker_faults import wait_for
 from tests.support.fabric import Fabric
 from tests.support.fake_backend import FakeBackend
+from tests.support.topology import sync_client
 
 WORDS8 = "".join(f"w{i} " for i in range(8))
 
@@ -59,7 +60,7 @@ def stream(fabric: Fabric, seen: Seen, **body: Any) -> None:
 
 def published(redis_url: str, prefix: str) -> tuple[str, str | None]:
     """The text and finish_reason a stream job's holder has published (its progress record)."""
-    r = sync_redis.Redis.from_url(redis_url)
+    r = sync_client(redis_url)
     text, finish = "", None
     try:
         for key in r.scan_iter(f"{prefix}:{{g}}:progress:*"):
@@ -100,6 +101,7 @@ MOMENTS = {
 }
 
 
+@pytest.mark.topologies
 @pytest.mark.parametrize("moment", MOMENTS.values(), ids=list(MOMENTS))
 def test_stream_survives_a_worker_killed_at_any_moment(
     moment: Moment,
@@ -148,6 +150,7 @@ def test_stream_survives_a_worker_killed_at_any_moment(
     assert "reclaimed 1 jobs from dead worker" in fabric.log("survivor")
 
 
+@pytest.mark.topologies
 def test_stream_whose_worker_dies_after_the_backend_finished_ends_once(
     backends: Callable[[], FakeBackend], fabric_for: Callable[..., Fabric]
 ) -> None:
