@@ -320,10 +320,15 @@ def test_update_and_regenerate_reach_every_process(two: Two) -> None:
         with pytest.raises(openai.PermissionDeniedError):
             chat(client)
         assert chat(client, "other") == "other"
+    with two.client(key) as client:
+        file_id = _upload(client)
     fresh = httpx.post(two.first.base_url + "/key/regenerate", json={"key": key}, headers=ADMIN)
     new_key = fresh.json()["key"]
     two.keys.append(new_key)
     assert fresh.json()["key_alias"] == "changing"
+    assert fresh.json()["key_id"] == resp.json()["key_id"]  # its usage and budget carry on
+    with two.client(new_key, 2) as client:
+        assert client.files.retrieve(file_id).id == file_id  # and its files stay its own
     time.sleep(0.5)
     with two.client(key, 2) as old, pytest.raises(openai.AuthenticationError):
         chat(old, "other")
