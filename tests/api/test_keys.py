@@ -263,6 +263,12 @@ def test_budget_is_enforced_and_counts_the_model_price_even_on_a_local_address(
                 break
             assert time.monotonic() < deadline, "the key kept spending past its budget"
             time.sleep(0.3)
+        file_id = _upload(client)
+        with pytest.raises(openai.RateLimitError) as no_batch:
+            client.batches.create(
+                input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h"
+            )
+        assert no_batch.value.code == "budget_exceeded"
     info = httpx.get(two.second.base_url + "/key/info", params={"key": key}, headers=ADMIN)
     assert info.json()["info"]["spend"] > 0.000001
     assert info.json()["info"]["budget_reset_at"]
