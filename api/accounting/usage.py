@@ -146,7 +146,8 @@ class UsageRecorder:
 
     def track(self, request: Request, job: Job) -> "Tracker":
         """Start timing a request."""
-        return Tracker(self, job, key_of(request), request.scope)
+        # A virtual key counts under its lasting id (the same as its budget's).
+        return Tracker(self, job, job.key or key_of(request), request.scope)
 
     def add(self, rec: UsageRecord, first_group: str) -> None:
         """Count a finished request (no I/O here)."""

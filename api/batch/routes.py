@@ -219,6 +219,9 @@ async def remove_file(request: Request) -> Response:
 async def create(request: Request) -> Response:
     """`POST /v1/batches`: check the request, record the batch; a driver takes it from there."""
     gw = gateway(request)
+    record = principal_of(request.scope).record
+    if record is not None:
+        gw.guard.check_budget(record)  # 429 once its budget for the period is spent
     body = validate(BatchCreate, parse_body(await request.body()))
     if body.endpoint not in KINDS:
         raise InvalidRequest(

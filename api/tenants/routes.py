@@ -23,6 +23,7 @@ from inferq.api.state import Gateway, gateway
 from inferq.api.tenants.guard import PermissionDenied, period_of
 from inferq.api.tenants.principal import principal_of
 from inferq.broker.tenants import limits, vkeys
+from inferq.broker.tenants.owners import transfer
 from inferq.broker.tenants.vkeys import KEY_PREFIX, KeyRecord, hash_key, valid_duration
 
 _HASH = re.compile(r"^[0-9a-f]{64}$")
@@ -229,8 +230,9 @@ async def regenerate(request: Request) -> Response:
     body = validate(Regenerate, parse_body(await request.body()))
     old = await _find(gw, body.key)
     key = vkeys.new_key()
-    record = old.model_copy(update={"token": hash_key(key)})
+    record = old.model_copy(update={"token": hash_key(key), "id": old.key_id})
     await vkeys.save(gw.redis, gw.keys, record, replaces=old.token)
+    await transfer(gw.redis, gw.keys, old.token, record.token)  # its files and batches
     gw.key_cache.forget(old.token)
     return JSONResponse(describe(record, key=key))
 

@@ -29,3 +29,14 @@ async def drop_owner(redis: Redis, keys: Keys, object_id: str) -> None:
     """Forget a deleted object's owner."""
     async with translate_errors():
         await redis.hdel(keys.owners(), object_id)
+
+
+async def transfer(redis: Redis, keys: Keys, old: str, new: str) -> int:
+    """Give everything the key `old` owned to `new` (a regenerated key); returns how many."""
+    moved = 0
+    async with translate_errors():
+        async for object_id, owner in redis.hscan_iter(keys.owners()):
+            if owner.decode() == old:
+                await redis.hset(keys.owners(), object_id, new)
+                moved += 1
+    return moved

@@ -75,6 +75,9 @@ class KeyRecord(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     token: str = Field(pattern=r"^[0-9a-f]{64}$")  # SHA-256 of the key
+    # The key's lasting name (usage, spend, logs): the first hash's prefix, kept when the key
+    # is regenerated, so its usage and budget carry on.
+    id: str | None = Field(default=None, pattern=r"^[0-9a-f]{12}$")
     key_alias: str | None = None
     models: tuple[str, ...] = ()  # group or alias names; empty: every model
     max_budget: float | None = None  # USD per budget_duration (or ever, without one)
@@ -92,9 +95,9 @@ class KeyRecord(BaseModel):
 
     @property
     def key_id(self) -> str:
-        """The short public name of the key in usage, logs and ownership: a prefix of its
+        """The short public name of the key in usage, spend and logs: a prefix of its first
         hash (never of the key)."""
-        return self.token[:12]
+        return self.id or self.token[:12]
 
     @property
     def admin(self) -> bool:

@@ -263,6 +263,12 @@ def test_budget_is_enforced_and_counts_the_model_price_even_on_a_local_address(
                 break
             assert time.monotonic() < deadline, "the key kept spending past its budget"
             time.sleep(0.3)
+        file_id = _upload(client)
+        with pytest.raises(openai.RateLimitError) as no_batch:
+            client.batches.create(
+                input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h"
+            )
+        assert no_batch.value.code == "budget_exceeded"
     info = httpx.get(two.second.base_url + "/key/info", params={"key": key}, headers=ADMIN)
     assert info.json()["info"]["spend"] > 0.000001
     assert info.json()["info"]["budget_reset_at"]
@@ -320,10 +326,15 @@ def test_update_and_regenerate_reach_every_process(two: Two) -> None:
         with pytest.raises(openai.PermissionDeniedError):
             chat(client)
         assert chat(client, "other") == "other"
+    with two.client(key) as client:
+        file_id = _upload(client)
     fresh = httpx.post(two.first.base_url + "/key/regenerate", json={"key": key}, headers=ADMIN)
     new_key = fresh.json()["key"]
     two.keys.append(new_key)
     assert fresh.json()["key_alias"] == "changing"
+    assert fresh.json()["key_id"] == resp.json()["key_id"]  # its usage and budget carry on
+    with two.client(new_key, 2) as client:
+        assert client.files.retrieve(file_id).id == file_id  # and its files stay its own
     time.sleep(0.5)
     with two.client(key, 2) as old, pytest.raises(openai.AuthenticationError):
         chat(old, "other")
