@@ -143,10 +143,11 @@ def test_real_model_serves_the_responses_api(client: openai.OpenAI) -> None:
 async def test_agents_sdk_runs_an_agent_with_a_tool_on_the_real_model(
     client: openai.OpenAI,
 ) -> None:
-    """One agent with one function tool on SmolLM2 through inferq's Responses API. The 135M
-    model answers in text rather than calling the tool (llama.cpp's server emits tool calls
-    only with a function-calling chat format), so this proves the agent loop runs end to end
-    on the local model; tests/api/test_agents_sdk.py proves the tool call round trip."""
+    """One agent with one function tool on SmolLM2 through inferq's Responses API, the tool
+    call and its result included. Left to choose, the 135M model answers in text; the agent
+    names the tool (`tool_choice`), which llama.cpp's server then answers with a call whose
+    arguments follow the tool's JSON schema (a grammar), and the Agents SDK lets the model
+    choose again after the call, so the loop ends in a text answer."""
     called: list[str] = []
 
     @function_tool
@@ -163,7 +164,7 @@ async def test_agents_sdk_runs_an_agent_with_a_tool_on_the_real_model(
             instructions="Answer in one short sentence.",
             tools=[get_weather],
             # Room to finish: the config's 24 tokens would end the answer `incomplete`.
-            model_settings=ModelSettings(max_tokens=300),
+            model_settings=ModelSettings(max_tokens=300, tool_choice="get_weather"),
             model=OpenAIResponsesModel(model="local-model", openai_client=aclient),
         )
         result = await Runner.run(
@@ -172,5 +173,6 @@ async def test_agents_sdk_runs_an_agent_with_a_tool_on_the_real_model(
             run_config=RunConfig(tracing_disabled=True),
             max_turns=3,
         )
-    assert isinstance(result.final_output, str) and result.final_output.strip()
     print(f"agent final output: {result.final_output!r}; tool called with: {called}")
+    assert len(called) == 1 and called[0].strip()  # one call, with a city the model chose
+    assert isinstance(result.final_output, str) and result.final_output.strip()

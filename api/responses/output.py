@@ -146,7 +146,7 @@ def assistant_messages(output: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]  # fmt: skip
     if not text and not calls:
         return []
-    message: dict[str, Any] = {"role": "assistant", "content": text or None}
+    message: dict[str, Any] = {"role": "assistant", "content": text}  # "" beside tool calls
     if calls:
         message["tool_calls"] = calls
     return [message]

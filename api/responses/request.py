@@ -81,7 +81,8 @@ def _add_item(out: list[dict[str, Any]], item: dict[str, Any], param: str) -> No
         if last is not None and last["role"] == "assistant":
             last.setdefault("tool_calls", []).append(call)  # one turn, several calls
         else:
-            out.append({"role": "assistant", "content": None, "tool_calls": [call]})
+            # Content "" rather than null: OpenAI takes either, llama.cpp's server only "".
+            out.append({"role": "assistant", "content": "", "tool_calls": [call]})
     elif kind == "function_call_output":
         output = item.get("output")
         text = output if isinstance(output, str) else _parts_text(output, param)
