@@ -8,8 +8,8 @@ import anthropic
 import openai
 import pytest
 
-from tests.support.fabric import MASTER_KEY, Fabric, running
-from tests.support.fake_backend import BackendThread, Behaviour, FakeBackend
+from tests.support.fabric import MASTER_KEY, Fabric, running_pair
+from tests.support.fake_backend import Behaviour, FakeBackend
 from tests.support.wire import ANTHROPIC_USAGE
 
 CONFIG = """
@@ -54,27 +54,14 @@ ASK = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "
 
 
 @pytest.fixture(scope="module")
-def fakes() -> Iterator[tuple[FakeBackend, FakeBackend]]:
-    threads = [BackendThread(), BackendThread()]
-    local, claude = (t.start() for t in threads)
-    yield local, claude
-    for t in threads:
-        t.stop()
-
-
-@pytest.fixture(scope="module")
 def fabric(
     module_prefix: str,
     redis_url: str,
     fakes: tuple[FakeBackend, FakeBackend],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Fabric]:
-    local, claude = fakes
-    anthropic_base = f"http://127.0.0.1:{claude.port}"
     tmp = tmp_path_factory.mktemp("providers")
-    with running(
-        CONFIG, redis_url, tmp, local=local.api_base, anthropic=anthropic_base, prefix=module_prefix
-    ) as fab:
+    with running_pair(CONFIG, redis_url, tmp, fakes, module_prefix) as fab:
         yield fab
 
 

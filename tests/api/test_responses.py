@@ -12,8 +12,8 @@ import openai
 import pytest
 from openai.types.responses import Response
 
-from tests.support.fabric import MASTER_KEY, Fabric, running
-from tests.support.fake_backend import BackendThread, Behaviour, FakeBackend
+from tests.support.fabric import MASTER_KEY, Fabric, running_pair
+from tests.support.fake_backend import Behaviour, FakeBackend
 from tests.support.wire import ANTHROPIC_USAGE, TOOL_ARGUMENTS
 
 CONFIG = """
@@ -44,31 +44,14 @@ ARGUMENTS = "".join(TOOL_ARGUMENTS)
 
 
 @pytest.fixture(scope="module")
-def fakes() -> Iterator[tuple[FakeBackend, FakeBackend]]:
-    threads = [BackendThread(), BackendThread()]
-    local, claude = (t.start() for t in threads)
-    yield local, claude
-    for t in threads:
-        t.stop()
-
-
-@pytest.fixture(scope="module")
 def fabric(
     module_prefix: str,
     redis_url: str,
     fakes: tuple[FakeBackend, FakeBackend],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Fabric]:
-    local, claude = fakes
     tmp = tmp_path_factory.mktemp("responses")
-    with running(
-        CONFIG,
-        redis_url,
-        tmp,
-        local=local.api_base,
-        anthropic=f"http://127.0.0.1:{claude.port}",
-        prefix=module_prefix,
-    ) as fab:
+    with running_pair(CONFIG, redis_url, tmp, fakes, module_prefix) as fab:
         yield fab
 
 

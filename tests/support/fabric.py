@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -63,6 +64,20 @@ def running(config_text: str, redis_url: str, tmp: Path, **fields: str) -> Itera
         yield fabric
     finally:
         fabric.stop()
+
+
+@contextmanager
+def running_pair(
+    config_text: str, redis_url: str, tmp: Path, fakes: tuple[Any, Any], prefix: str
+) -> Iterator["Fabric"]:
+    """`running` for a config whose `{local}` names an OpenAI-compatible fake backend and
+    `{anthropic}` an Anthropic one (the `fakes` fixture's pair)."""
+    local, claude = fakes
+    anthropic = f"http://127.0.0.1:{claude.port}"
+    with running(
+        config_text, redis_url, tmp, local=local.api_base, anthropic=anthropic, prefix=prefix
+    ) as fabric:
+        yield fabric
 
 
 class Fabric:
