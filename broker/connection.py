@@ -1,23 +1,38 @@
 """Redis connections: bounded pools, and the one place redis-py errors become BrokerUnavailable.
 
-`REDIS_URL` names one server (`redis://`, `rediss://`) or a primary found through Sentinel
-(`redis+sentinel://`, `rediss+sentinel://`; see `SentinelURL`). A client made here follows a
+`REDIS_URL` names one server (`redis://`, `rediss://`), a primary found through Sentinel
+(`redis+sentinel://`, `rediss+sentinel://`; see `SentinelURL`), or a Redis Cluster by any of its
+nodes (`redis+cluster://`, `rediss+cluster://`; see `ClusterURL`). A client made here follows a
 failover by itself: its connections ask the sentinels where the primary is whenever they
-(re)connect, and a connection that finds the old primary gone or demoted is dropped.
+(re)connect, and a connection that finds the old primary gone or demoted is dropped. A cluster
+client follows MOVED/ASK redirections and slot moves by itself.
+
+A cluster client is a `redis.asyncio.RedisCluster`, typed here as `Redis`: the commands the
+broker uses have the same names and arguments on both; the few places that differ (pub/sub,
+transactions over several slots) ask `is_cluster()`.
 """
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    MovedError,
+    RedisClusterException,
+    RedisError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from inferq.broker.errors import BrokerRefused, BrokerUnavailable
@@ -25,8 +40,19 @@ from inferq.broker.errors import BrokerRefused, BrokerUnavailable
 Redis = aioredis.Redis
 PubSub = aioredis.client.PubSub
 
-# Errors that mean "Redis is not there right now", as opposed to a bad command.
-UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+# Errors that mean "Redis is not there right now", as opposed to a bad command. On a cluster:
+# a node down (CLUSTERDOWN), a slot nobody serves yet, and redirections (MOVED/ASK, TRYAGAIN
+# during a slot move) that still failed after redis-py's own retries.
+UNAVAILABLE = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ConnectionError,
+    OSError,
+    ClusterDownError,
+    SlotNotCoveredError,
+    TryAgainError,
+    AskError,
+)
 
 
 @dataclass(frozen=True)
@@ -73,6 +99,46 @@ class SentinelURL:
         )
 
 
+@dataclass(frozen=True)
+class ClusterURL:
+    """`redis+cluster://[[user]:password@]host:port[,host:port...][/0]`: any nodes of a Redis
+    Cluster (the client learns the others from them). `rediss+cluster://` speaks TLS. A
+    cluster has one database, 0."""
+
+    hosts: tuple[tuple[str, int], ...]
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    tls: bool = False
+
+    @classmethod
+    def parse(cls, url: str) -> "ClusterURL | None":
+        """The cluster URL `url` is, or None for another kind; ValueError when it is a cluster
+        URL that cannot be used."""
+        scheme, sep, _ = url.partition("://")
+        if not sep or scheme not in ("redis+cluster", "rediss+cluster"):
+            return None
+        parts = urlsplit(url)
+        userinfo, _, hostlist = parts.netloc.rpartition("@")
+        username, _, password = userinfo.partition(":") if userinfo else ("", "", "")
+        hosts = tuple(_host_port(item) for item in hostlist.split(",") if item)
+        path = [p for p in parts.path.split("/") if p]
+        if not hosts or path not in ([], ["0"]):
+            raise ValueError(
+                "a cluster URL is redis+cluster://host:port[,host:port...] (database 0 only)"
+            )
+        return cls(
+            hosts=hosts,
+            username=unquote(username) or None,
+            password=unquote(password) or None,
+            tls=scheme == "rediss+cluster",
+        )
+
+
+def is_cluster(redis: Any) -> bool:
+    """True when `redis` is a Redis Cluster client (or one of its pipelines)."""
+    return isinstance(redis, RedisCluster | ClusterPipeline)
+
+
 def _host_port(item: str) -> tuple[str, int]:
     host, _, port = item.rpartition(":")
     if not host or not port.isdigit():
@@ -107,6 +173,9 @@ def connect(url: str, *, max_connections: int = 64, blocking_reads: bool = False
         "health_check_interval": 30,
         "retry": Retry(NoBackoff(), 1),
     }
+    cluster = ClusterURL.parse(url)
+    if cluster is not None:
+        return _connect_cluster(cluster, options)
     sentinel = SentinelURL.parse(url)
     if sentinel is None:
         pool = aioredis.BlockingConnectionPool.from_url(url, **options)
@@ -133,15 +202,45 @@ def connect(url: str, *, max_connections: int = 64, blocking_reads: bool = False
     return client
 
 
+# A cluster client's pool (one per node) fails, not waits, past its size: size it for the
+# concurrency a process reaches (commands are short; blocking reads hold one each).
+_CLUSTER_MIN_CONNECTIONS = 512
+
+
+def _connect_cluster(url: ClusterURL, options: dict[str, Any]) -> Redis:
+    client = RedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in url.hosts],
+        username=url.username,
+        password=url.password,
+        ssl=url.tls,
+        max_connections=max(options["max_connections"], _CLUSTER_MIN_CONNECTIONS),
+        socket_connect_timeout=options["socket_connect_timeout"],
+        socket_timeout=options["socket_timeout"],
+        socket_keepalive=True,
+        health_check_interval=options["health_check_interval"],
+        # Redirections and a node's restart are retried by redis-py (3 times, re-reading the
+        # slot map); what still fails is reported as unavailable.
+        retry=Retry(NoBackoff(), 3),
+    )
+    return cast(Redis, client)
+
+
 @asynccontextmanager
 async def translate_errors() -> AsyncIterator[None]:
     """Map redis-py errors: connection-level ones to BrokerUnavailable, the rest (OOM,
     READONLY, WRONGTYPE, a script error) to BrokerRefused."""
     try:
         yield
+    except MovedError as exc:
+        # From a plain client: REDIS_URL names one node of a cluster. (A cluster client follows
+        # MOVED itself; one that still surfaces is a slot map in flux: retry shortly.)
+        raise BrokerRefused(
+            f"Redis answered {exc}: if REDIS_URL names a node of a Redis Cluster, write it "
+            "redis+cluster://host:port"
+        ) from exc
     except UNAVAILABLE as exc:
         raise BrokerUnavailable(f"Redis is unreachable: {exc}") from exc
-    except RedisError as exc:
+    except (RedisError, RedisClusterException) as exc:
         raise BrokerRefused(f"Redis refused a command: {exc}") from exc
 
 

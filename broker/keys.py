@@ -11,6 +11,16 @@ CONSUMER_GROUP = "workers"
 JOB_FIELD = b"job"
 
 
+def beside(key: str, suffix: str) -> str:
+    """A key name in the same Redis Cluster slot as `key` (for a marker guarding it): `key`'s
+    own hash tag if it has one, else all of `key` made the tag."""
+    start = key.find("{")
+    end = key.find("}", start + 1) if start >= 0 else -1
+    if start >= 0 and end > start + 1:
+        return f"{key}:{suffix}"
+    return f"{{{key}}}:{suffix}"
+
+
 @dataclass(frozen=True)
 class Keys:
     """Key names under a configurable prefix (default `inferq`)."""
@@ -77,6 +87,11 @@ class Keys:
         """Stream of a submission's finished jobs, in the order they finished."""
         return f"{self.prefix}:submission:{{{submission_id}}}:results"
 
+    def submission_counted(self, submission_id: str) -> str:
+        """Set of a submission's jobs whose result is counted (on a cluster, where counting
+        is a step apart from storing the record)."""
+        return f"{self.prefix}:submission:{{{submission_id}}}:counted"
+
     def cache(self, namespace: str, digest: str) -> str:
         """A cached answer."""
         return f"{self.prefix}:cache:{namespace}:{digest}"
@@ -138,8 +153,19 @@ class Keys:
         return f"{self.prefix}:control:log"
 
     def reply(self, api_id: str) -> str:
-        """Pub/sub channel an API process listens on for all of its jobs' replies."""
-        return f"{self.prefix}:reply:{api_id}"
+        """Pub/sub channel an API process listens on for all of its jobs' replies (its own hash
+        tag: on a cluster it is a sharded channel, living on the node of its slot)."""
+        return f"{self.prefix}:reply:{{{api_id}}}"
+
+    def moving(self, group: str) -> str:
+        """Hash of a group's jobs being moved to another group's stream on a cluster (entry →
+        the job as moved): a reclaimer finishes the move instead of serving the job again."""
+        return f"{self.prefix}:{{{group}}}:moving"
+
+    def moved(self, group: str, job_id: str, attempts: int) -> str:
+        """Present once a job (after `attempts` attempts) was appended to this group's stream by
+        a move from another group, so a move repeated after a crash appends it once."""
+        return f"{self.prefix}:{{{group}}}:moved:{job_id}:{attempts}"
 
     def worker(self, worker_id: str) -> str:
         """Hash describing one live worker; it expires unless heartbeats renew it."""
@@ -175,11 +201,11 @@ class Keys:
 
     def key_window(self, key_id: str, minute: int) -> str:
         """Hash of a virtual key's requests and tokens in one minute (rpm/tpm limits)."""
-        return f"{self.prefix}:vkey:window:{key_id}:{minute}"
+        return f"{self.prefix}:vkey:{{{key_id}}}:window:{minute}"
 
     def key_running(self, key_id: str) -> str:
         """Sorted set of a virtual key's requests in flight, scored by their deadline."""
-        return f"{self.prefix}:vkey:running:{key_id}"
+        return f"{self.prefix}:vkey:{{{key_id}}}:running"
 
     def owners(self) -> str:
         """Hash of which virtual key owns each file and batch: object id → the key's hash."""

@@ -21,3 +21,8 @@ class LuaScript:
             return await redis.evalsha(self.sha, len(keys), *keys, *args)
         except NoScriptError:
             return await redis.eval(self.source, len(keys), *keys, *args)
+
+    def queue(self, pipe: Any, keys: list[str], args: list[Any]) -> None:
+        """Queue the script on a pipeline (by its source: a NOSCRIPT inside a pipeline could
+        not be retried; the server caches the script anyway)."""
+        pipe.eval(self.source, len(keys), *keys, *args)

@@ -1,7 +1,8 @@
 """Shared fixtures: a real Redis (the machine's, else an embedded one) and a fake backend.
 
-Tests marked `topologies` run once per Redis topology: the single server, and a primary with a
-replica behind three sentinels (started for the run on loopback ports).
+Tests marked `topologies` run once per Redis topology: the single server, a primary with a
+replica behind three sentinels, and a three-primary Redis Cluster (both started once for the
+run on loopback ports).
 """
 
 import os
@@ -12,24 +13,31 @@ import pytest
 
 from inferq.cli.local import EmbeddedRedis, redis_answers
 from tests.support.fake_backend import BackendThread, Behaviour, FakeBackend
-from tests.support.topology import SentinelSet, sync_client
+from tests.support.topology import ClusterSet, SentinelSet, sync_client
 
 _DEFAULT = "redis://127.0.0.1:6379/15"
-TOPOLOGIES = ("single", "sentinel")
+TOPOLOGIES = ("single", "sentinel", "cluster")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if metafunc.definition.get_closest_marker("topologies") and (
-        "redis_url" in metafunc.fixturenames
-    ):
-        metafunc.parametrize("redis_url", TOPOLOGIES, indirect=True, scope="session")
+    marker = metafunc.definition.get_closest_marker("topologies")
+    if marker and "redis_url" in metafunc.fixturenames:
+        # `@pytest.mark.topologies("single", "cluster")` runs on those only.
+        chosen = marker.args or TOPOLOGIES
+        metafunc.parametrize("redis_url", chosen, indirect=True, scope="session")
 
 
 @pytest.fixture(scope="session")
 def redis_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """A real Redis for the whole run: $INFERQ_TEST_REDIS_URL, the local one (db 15), or
-    an embedded Valkey started for the run; for `topologies` tests, also a Sentinel set."""
-    if getattr(request, "param", "single") == "sentinel":
+    an embedded Valkey started for the run; for `topologies` tests, also a Sentinel set and
+    a cluster."""
+    topology = getattr(request, "param", "single")
+    if topology == "cluster":
+        cluster: ClusterSet = request.getfixturevalue("cluster_set")
+        yield cluster.url
+        return
+    if topology == "sentinel":
         servers = SentinelSet().start()
         try:
             yield servers.url
@@ -45,6 +53,16 @@ def redis_url(request: pytest.FixtureRequest) -> Iterator[str]:
         yield server.url
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def cluster_set() -> Iterator[ClusterSet]:
+    """A three-primary Redis Cluster for the whole run (started on first use)."""
+    cluster = ClusterSet().start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 def _own_prefix(redis_url: str) -> Iterator[str]:

@@ -285,6 +285,7 @@ class DeploymentWorker:
         if delivery.times_delivered <= 1 or not job.stream:
             return job
         sent = await self._consumer.progress(job)
+        await self._consumer.republish(job, sent)  # on a cluster, recorded may be unsent
         return resumed(job, sent) if sent else job
 
     async def _serve_job(self, delivery: Delivery, job: Job) -> None:

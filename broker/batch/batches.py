@@ -15,7 +15,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, Field
 
-from inferq.broker.connection import Redis, translate_errors
+from inferq.broker.connection import Redis, is_cluster, translate_errors
 from inferq.broker.keys import Keys
 from inferq.broker.scripts import LuaScript
 
@@ -131,8 +131,13 @@ async def create_batch(
         k: _encode(v) for k, v in batch.model_dump(mode="json").items() if k != "status"
     }
     async with translate_errors():
-        pipe = redis.pipeline(transaction=True)
+        # On a cluster the three keys are in different slots: the record first, so an id in
+        # the index or the active set always names a batch.
+        cluster = is_cluster(redis)
+        pipe = redis.pipeline(transaction=not cluster)
         pipe.hset(keys.batch_record(batch.id), mapping={**fields, "status": batch.status.value})
+        if cluster:
+            await pipe.execute()
         pipe.zadd(keys.batch_index(), {batch.id: now})
         pipe.sadd(keys.batch_active(), batch.id)
         await pipe.execute()
@@ -190,7 +195,15 @@ async def transition(
         args += [name, _encode(value)]
     args += ["--", *(s.value for s in allowed_from)]
     async with translate_errors():
-        changed = await _TRANSITION(redis, [keys.batch_record(batch_id), keys.batch_active()], args)
+        if not is_cluster(redis):
+            record_keys = [keys.batch_record(batch_id), keys.batch_active()]
+            return bool(await _TRANSITION(redis, record_keys, args))
+        # On a cluster the active set is in another slot: it is left after the record (a
+        # crash between leaves a final batch listed as active, which the driver skips).
+        args[1] = "0"
+        changed = await _TRANSITION(redis, [keys.batch_record(batch_id)], args)
+        if changed and to in FINAL:
+            await redis.srem(keys.batch_active(), batch_id)
     return bool(changed)
 
 

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from inferq.broker.connection import Redis, translate_errors
+from inferq.broker.connection import Redis, is_cluster, translate_errors
 from inferq.broker.keys import Keys
 
 
@@ -50,7 +50,8 @@ async def create_file(
         purpose=purpose,
     )
     async with translate_errors():
-        pipe = redis.pipeline(transaction=True)
+        # One MULTI on one server; on a cluster (two slots) the file, then its index entry.
+        pipe = redis.pipeline(transaction=not is_cluster(redis))
         pipe.hset(keys.file(meta.id), mapping={"meta": meta.model_dump_json(), "content": content})
         pipe.zadd(keys.files(), {meta.id: meta.created_at})
         await pipe.execute()
@@ -74,7 +75,7 @@ async def file_content(redis: Redis, keys: Keys, file_id: str) -> bytes | None:
 async def delete_file(redis: Redis, keys: Keys, file_id: str) -> bool:
     """Delete a file; False if there was none."""
     async with translate_errors():
-        pipe = redis.pipeline(transaction=True)
+        pipe = redis.pipeline(transaction=not is_cluster(redis))
         pipe.delete(keys.file(file_id))
         pipe.zrem(keys.files(), file_id)
         deleted, _ = await pipe.execute()

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from inferq.broker.bodies import backend_fields, check_body
-from inferq.broker.connection import Redis, translate_errors
+from inferq.broker.connection import Redis, is_cluster, translate_errors
 from inferq.broker.errors import InvalidBody
 from inferq.broker.jobs.queue import ensure_group
 from inferq.broker.jobs.results import (
@@ -38,7 +38,7 @@ from inferq.broker.jobs.results import (
     records,
     store_refusal,
 )
-from inferq.broker.keys import JOB_FIELD, Keys
+from inferq.broker.keys import JOB_FIELD, Keys, beside
 from inferq.broker.messages import ErrorInfo, Job, JobKind, Lane
 from inferq.broker.replicas import ReplicaAcks, confirm
 from inferq.broker.scripts import LuaScript
@@ -65,6 +65,22 @@ redis.call('EXPIRE', KEYS[2], ARGV[6])
 return 0
 """)
 _QUEUED, _HAS_RESULT, _IN_FLIGHT, _CANCELLED, _FULL = range(5)
+
+# On a cluster the submission's keys and the group's stream are in different slots: the
+# submission is asked first (_ENQUEUE_CHECK), then the job is appended once (a marker beside
+# the stream makes a repeated append after a crash a no-op), then the submission records it.
+_ENQUEUE_CHECK = LuaScript("""
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 2 end
+if redis.call('HGET', KEYS[2], 'cancelled') == '1' then return 3 end
+return 0
+""")
+_APPEND_ONCE = LuaScript("""
+if redis.call('EXISTS', KEYS[2]) == 1 then return 2 end
+if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then return 4 end
+redis.call('XADD', KEYS[1], '*', ARGV[2], ARGV[3])
+redis.call('SET', KEYS[2], '1', 'EX', ARGV[4])
+return 0
+""")
 
 
 @dataclass(frozen=True)
@@ -267,6 +283,10 @@ class Submitter:
     async def _enqueue(self, job: Job) -> int:
         assert job.submission is not None and job.custom_id is not None
         sid = job.submission
+        if is_cluster(self._redis):
+            status = await self._enqueue_apart(job, sid)
+            await confirm(self._redis, self._keys, ReplicaAcks.of(self._config.fabric))
+            return status
         async with translate_errors():
             status = await _ENQUEUE(
                 self._redis,
@@ -287,6 +307,38 @@ class Submitter:
             )
         await confirm(self._redis, self._keys, ReplicaAcks.of(self._config.fabric))
         return int(status)
+
+    async def _enqueue_apart(self, job: Job, sid: str) -> int:
+        assert job.custom_id is not None
+        ttl = math.ceil(self._ttl)
+        async with translate_errors():
+            if await self._redis.exists(self._keys.result(job.id)):
+                return _HAS_RESULT
+            status = int(
+                await _ENQUEUE_CHECK(
+                    self._redis,
+                    [self._keys.submission_jobs(sid), self._keys.submission(sid)],
+                    [job.custom_id],
+                )
+            )
+            if status != _QUEUED:
+                return status
+            stream = self._keys.batch(job.group)
+            status = int(
+                await _APPEND_ONCE(
+                    self._redis,
+                    [stream, beside(stream, f"queued:{job.id}")],
+                    [self._config.fabric.batch_queue_limit, JOB_FIELD, job.encode(), ttl],
+                )
+            )
+            if status == _FULL:
+                return status
+            # Queued now, or by a run that died before this step (_IN_FLIGHT): record it.
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.hset(self._keys.submission_jobs(sid), job.custom_id, job.id)
+            pipe.expire(self._keys.submission_jobs(sid), ttl)
+            await pipe.execute()
+        return status
 
     async def _refuse(
         self, submission_id: str, job_id: str, request: BatchRequest, error: ErrorInfo

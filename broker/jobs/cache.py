@@ -5,7 +5,7 @@ An entry is a complete, successful answer (never an error or a cut stream). A fl
 a backend again.
 """
 
-from inferq.broker.connection import Redis, translate_errors
+from inferq.broker.connection import Redis, is_cluster, translate_errors
 from inferq.broker.keys import Keys
 from inferq.broker.scripts import LuaScript
 
@@ -44,7 +44,9 @@ class ResponseCache:
         """Store an answer for `ttl` seconds and clear its flight marker."""
         ns = namespace or self._namespace
         async with translate_errors():
-            pipe = self._redis.pipeline(transaction=True)
+            # On a cluster the entry and the marker are in different slots: entry first (a
+            # marker left behind expires by itself).
+            pipe = self._redis.pipeline(transaction=not is_cluster(self._redis))
             pipe.set(self._keys.cache(ns, digest), entry, px=max(int(ttl * 1000), 1))
             pipe.delete(self._keys.flight(ns, digest))
             await pipe.execute()

@@ -5,6 +5,13 @@ A job stays in the consumer group's pending list until one of `complete`, `retry
 result record, the delayed set, another group's stream, the dead-letter stream) in the same MULTI
 that acknowledges it. A worker that dies mid-job leaves it pending; `reclaim` hands it to a live
 worker. Every move keeps the job in its lane (interactive or batch).
+
+On a Redis Cluster a MULTI covers one slot: the group's own keys (its streams, delayed sets,
+dead letters, progress lists) share it, but a reply channel, a result record or another group's
+stream do not. There the outcome is made durable first, in steps that a repetition does not
+double (a result's effects are guarded, a move is recorded in `moving` and deduplicated by a
+marker in the target group), and the acknowledgement comes last: a worker that dies between
+steps leaves the job pending, and whoever takes it over repeats the steps.
 """
 
 import logging
@@ -16,9 +23,10 @@ from typing import Any
 from pydantic import ValidationError
 from redis.exceptions import ResponseError
 
-from inferq.broker.connection import Redis, translate_errors
+from inferq.broker.channels import publish_reply
+from inferq.broker.connection import Redis, is_cluster, translate_errors
 from inferq.broker.jobs.queue import ensure_group
-from inferq.broker.jobs.results import store
+from inferq.broker.jobs.results import store, store_apart
 from inferq.broker.keys import CONSUMER_GROUP, JOB_FIELD, Keys
 from inferq.broker.messages import Job, Lane, Reply
 from inferq.broker.replicas import NO_ACKS, ReplicaAcks, confirm
@@ -40,6 +48,15 @@ for i = 1, #KEYS, 2 do
 end
 return moved
 """)
+
+# Append a moved job to the target group's stream unless this move already did (KEYS: stream,
+# marker; both in the target group's slot).
+_APPEND_ONCE = LuaScript("""
+if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[3]) == false then return 0 end
+redis.call('XADD', KEYS[1], '*', ARGV[1], ARGV[2])
+return 1
+""")
+_MOVED_TTL = 7 * 86400
 
 # Entry ids are per stream: the two lanes may hold the same id, so entries are named with both.
 EntryKey = tuple[Lane, bytes]
@@ -81,6 +98,7 @@ class GroupConsumer:
         self.group = group
         self.consumer = consumer
         self.provider = provider  # for the usage of results stored here (batch jobs)
+        self._cluster = is_cluster(redis)
         self._streams = {lane: keys.stream(group, lane) for lane in Lane}
         self._lanes = {stream.encode(): lane for lane, stream in self._streams.items()}
 
@@ -115,15 +133,28 @@ class GroupConsumer:
         data = reply.encode()
         async with translate_errors():
             if not job.stream:
-                await self._redis.publish(job.reply_to, data)
+                await publish_reply(self._redis, job.reply_to, data)
                 return
             progress = self._keys.progress(self.group, job.id)
             pipe = self._redis.pipeline(transaction=True)
-            pipe.publish(job.reply_to, data)
+            if not self._cluster:
+                pipe.publish(job.reply_to, data)
             pipe.rpush(progress, data)
             if reply.seq == job.seq:  # the first message of this holder sets the expiry
                 pipe.expireat(progress, int(job.deadline) + 60)
             await pipe.execute()
+            if self._cluster:
+                # Recorded first: a holder that dies before publishing leaves the message in
+                # the record, and its successor sends it again (`republish`); the client drops
+                # what it already has by sequence number.
+                await publish_reply(self._redis, job.reply_to, data)
+
+    async def republish(self, job: Job, sent: list[Reply]) -> None:
+        """Send again the last of a stream job's recorded messages, which its previous holder
+        may have recorded but not published (on a cluster they are two steps)."""
+        if self._cluster and job.reply_to and sent:
+            async with translate_errors():
+                await publish_reply(self._redis, job.reply_to, sent[-1].encode())
 
     async def complete(self, delivery: Delivery, job: Job | None, reply: Reply | None) -> None:
         """Publish the terminal reply (if anyone listens) and store it as the job's result (if it
@@ -131,12 +162,36 @@ class GroupConsumer:
 
         One MULTI: the acknowledgement never happens without the terminal message and result.
         """
+        if self._cluster:
+            await self._end_apart(delivery, job, reply)
+            return
         async with translate_errors():
             pipe = self._redis.pipeline(transaction=True)
             if job is not None and job.reply_to and reply is not None:
                 pipe.publish(job.reply_to, reply.encode())
             if job is not None and reply is not None:
                 store(pipe, self._keys, job, reply, provider=self.provider)
+            self._ack(pipe, delivery, job)
+            await pipe.execute()
+        await confirm(self._redis, self._keys, self.acks)
+
+    async def _end_apart(
+        self,
+        delivery: Delivery,
+        job: Job | None,
+        reply: Reply | None,
+        dead: dict[Any, Any] | None = None,
+    ) -> None:
+        """`complete` (or, with `dead` fields, `dead_letter`) on a cluster: the result, then
+        the terminal message, then the acknowledgement (with the dead letter: same slot)."""
+        async with translate_errors():
+            if job is not None and reply is not None:
+                await store_apart(self._redis, self._keys, job, reply, provider=self.provider)
+                if job.reply_to:
+                    await publish_reply(self._redis, job.reply_to, reply.encode())
+            pipe = self._redis.pipeline(transaction=True)
+            if dead is not None:
+                pipe.xadd(self._keys.dead(self.group), dead, maxlen=10_000, approximate=True)
             self._ack(pipe, delivery, job)
             await pipe.execute()
         await confirm(self._redis, self._keys, self.acks)
@@ -154,11 +209,55 @@ class GroupConsumer:
         """Acknowledge this delivery and append the job to another group's stream of its lane
         (fallback)."""
         await ensure_group(self._redis, self._keys, job.group)
+        if self._cluster:
+            await self._move_apart(delivery, job)
+            return
         async with translate_errors():
             pipe = self._redis.pipeline(transaction=True)
             pipe.xadd(self._keys.stream(job.group, job.lane), {JOB_FIELD: job.encode()})
             self._ack(pipe, delivery, job)
             await pipe.execute()
+
+    async def _move_apart(self, delivery: Delivery, job: Job, recorded: bool = False) -> None:
+        """`move_to` on a cluster, where the two groups' streams are in different slots: record
+        the move in this group, append the job to the other group's stream once (a marker
+        there deduplicates a repeated append), then acknowledge and forget the record. A
+        reclaimer that finds the record finishes the move (`_finish_moves`)."""
+        moving = self._keys.moving(self.group)
+        field = _moving_field(delivery)
+        async with translate_errors():
+            if not recorded:
+                await self._redis.hset(moving, field, job.encode())
+            await _APPEND_ONCE(
+                self._redis,
+                [
+                    self._keys.stream(job.group, job.lane),
+                    self._keys.moved(job.group, job.id, len(job.attempts)),
+                ],
+                [JOB_FIELD, job.encode(), _MOVED_TTL],
+            )
+            pipe = self._redis.pipeline(transaction=True)
+            self._ack(pipe, delivery, job)
+            pipe.hdel(moving, field)
+            await pipe.execute()
+
+    async def _finish_moves(self, deliveries: list[Delivery]) -> list[Delivery]:
+        """Of reclaimed `deliveries`, finish those a dead holder was moving to another group;
+        return the rest (to be served)."""
+        if not self._cluster or not deliveries:
+            return deliveries
+        async with translate_errors():
+            fields = [_moving_field(d) for d in deliveries]
+            moves: Any = await self._redis.hmget(self._keys.moving(self.group), fields)
+        rest = []
+        for delivery, raw in zip(deliveries, moves, strict=True):
+            if raw is None:
+                rest.append(delivery)
+                continue
+            log.warning("finishing the move of a reclaimed job to another group")
+            await ensure_group(self._redis, self._keys, Job.model_validate_json(raw).group)
+            await self._move_apart(delivery, Job.model_validate_json(raw), recorded=True)
+        return rest
 
     async def dead_letter(
         self, delivery: Delivery, reason: str, reply: Reply | None = None
@@ -171,6 +270,9 @@ class GroupConsumer:
             b"lane": delivery.lane.value,
         }
         job = delivery.job
+        if self._cluster:
+            await self._end_apart(delivery, job, reply, dead=fields)
+            return
         async with translate_errors():
             pipe = self._redis.pipeline(transaction=True)
             pipe.xadd(self._keys.dead(self.group), fields, maxlen=10_000, approximate=True)
@@ -216,7 +318,7 @@ class GroupConsumer:
         async with translate_errors():
             for lane in Lane:
                 claimed += await self._reclaim_lane(lane, count - len(claimed))
-        return claimed
+        return await self._finish_moves(claimed)
 
     async def _reclaim_lane(self, lane: Lane, count: int) -> list[Delivery]:
         stream = self._streams[lane]
@@ -253,7 +355,7 @@ class GroupConsumer:
                 claimed += await self._claim_from(
                     lane, self.consumer, count - len(claimed), skip=skip, min_idle=0
                 )
-        return claimed
+        return await self._finish_moves(claimed)
 
     async def _claim_from(
         self,
@@ -309,6 +411,10 @@ class GroupConsumer:
                 lane.value,
             )
         return result
+
+
+def _moving_field(delivery: Delivery) -> str:
+    return f"{delivery.lane.value}:{delivery.entry_id.decode()}"
 
 
 def _name(consumer: Any) -> str:

@@ -4,6 +4,12 @@ The process subscribes once, at start, to its own channel; every job it enqueues
 channel's name, so no token can be published before someone listens and no request needs a
 Redis connection of its own. Replies carry their job id and a sequence number: the dispatcher
 hands each to its request's `ReplyStream`, which refuses to skip a gap.
+
+On a Redis Cluster the channel is a sharded one (SSUBSCRIBE; workers SPUBLISH): it lives on
+the node that owns its slot, so replies are not broadcast to every node. When that slot moves,
+the node drops the subscription (a `sunsubscribe` the process did not ask for): what was
+published meanwhile may be lost, so the waiting requests fail (ReplyLost) and the process
+subscribes again on the slot's new owner.
 """
 
 import asyncio
@@ -12,7 +18,7 @@ from contextlib import suppress
 
 from pydantic import ValidationError
 
-from inferq.broker.connection import UNAVAILABLE, PubSub, Redis
+from inferq.broker.connection import UNAVAILABLE, PubSub, Redis, is_cluster
 from inferq.broker.errors import ReplyAborted, ReplyLost
 from inferq.broker.messages import Reply
 
@@ -80,6 +86,7 @@ class ReplyDispatcher:
     def __init__(self, redis: Redis, channel: str) -> None:
         self.channel = channel
         self._redis = redis
+        self._cluster = is_cluster(redis)
         self._pubsub: PubSub | None = None
         self._streams: dict[str, ReplyStream] = {}
         self._task: asyncio.Task[None] | None = None
@@ -129,8 +136,7 @@ class ReplyDispatcher:
         while True:
             try:
                 if self._pubsub is None:
-                    self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-                    await self._pubsub.subscribe(self.channel)
+                    self._pubsub = await self._subscribe()
                     self._subscribed.set()
                     log.info("listening for replies on %s", self.channel)
                 backoff = 0.05
@@ -151,23 +157,53 @@ class ReplyDispatcher:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 0.25)
 
+    async def _subscribe(self) -> PubSub:
+        if not self._cluster:
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            await pubsub.subscribe(self.channel)
+            return pubsub
+        # A keyed command first: a MOVED reply teaches the client where the slot is now.
+        await self._redis.exists(self.channel)
+        pubsub = self._redis.pubsub()
+        await pubsub.ssubscribe(self.channel)  # type: ignore[no-untyped-call]
+        return pubsub
+
+    async def _next(self, pubsub: PubSub, timeout: float) -> dict[str, object] | None:
+        """The next message of the subscription (None after `timeout` of silence)."""
+        if not self._cluster:
+            message: dict[str, object] | None = await pubsub.get_message(timeout=timeout)
+            return message
+        message = await pubsub.get_sharded_message(timeout=timeout)  # type: ignore[attr-defined]
+        if message is not None and message.get("type") in ("sunsubscribe", b"sunsubscribe"):
+            raise ConnectionError("the reply channel's slot moved to another node")
+        return message
+
+    async def _ping(self, pubsub: PubSub) -> None:
+        if not self._cluster:
+            await pubsub.ping()
+            return
+        for node_pubsub in list(getattr(pubsub, "node_pubsub_mapping", {}).values()):
+            await node_pubsub.ping()
+
     async def _listen(self, pubsub: PubSub) -> None:
         """Route messages; when the channel is quiet, PING it, so a connection that died
         silently (an idle timeout on the path) is noticed instead of trusted forever."""
         loop = asyncio.get_running_loop()
         ping_sent: float | None = None
         while True:
-            message = await pubsub.get_message(timeout=PING_INTERVAL)
+            message = await self._next(pubsub, PING_INTERVAL)
             if message is None:
                 if ping_sent is not None and loop.time() - ping_sent > PING_INTERVAL:
                     raise ConnectionError("the reply subscription did not answer PING")
                 if ping_sent is None:
-                    await pubsub.ping()
+                    await self._ping(pubsub)
                     ping_sent = loop.time()
                 continue
             ping_sent = None  # anything received proves the connection lives
-            if message.get("type") == "message":
-                self._route(message["data"])
+            if message.get("type") in ("message", "smessage"):
+                data = message["data"]
+                assert isinstance(data, bytes)
+                self._route(data)
 
     def _route(self, data: bytes) -> None:
         try:

@@ -15,8 +15,8 @@ from typing import Any
 import orjson
 from pydantic import BaseModel
 
-from inferq.broker.connection import Redis, translate_errors
-from inferq.broker.keys import Keys
+from inferq.broker.connection import Redis, is_cluster, translate_errors
+from inferq.broker.keys import Keys, beside
 from inferq.broker.messages import ErrorInfo, Job, JobKind, Reply, ReplyKind
 from inferq.broker.scripts import LuaScript
 
@@ -165,6 +165,46 @@ BATCH_KEY = "batch"
 _USAGE_DAYS = 400
 
 
+@dataclass(frozen=True)
+class _Effects:
+    """What storing a job's result changes besides its record."""
+
+    record: str
+    outcome: Outcome
+    ttl: int
+    usage_day: str
+    dims: list[tuple[str, str]]
+    usage_keys: list[str]  # one per dimension, then the key's spend counter if it has a budget
+    prompt_tokens: int
+    completion_tokens: int
+    cost: float
+
+
+def _effects(keys: Keys, job: Job, reply: Reply, provider: str) -> _Effects:
+    outcome = outcome_of(job, reply)
+    # Usage counts what reached a backend (not requests cancelled or refused before).
+    day = time.strftime("%Y-%m-%d", time.gmtime())
+    key = job.key or BATCH_KEY  # a virtual key's batch work counts as that key's usage
+    dims = [("group", reply.group or job.group), ("deployment", reply.deployment or ""),
+            ("provider", provider), ("key", key)] if reply.deployment else []  # fmt: skip
+    dims = [(d, v) for d, v in dims if v]
+    usage_keys = [keys.usage(day, d, v) for d, v in dims]
+    if job.key and job.budget_period and reply.deployment:
+        usage_keys.append(keys.key_spend(job.key, job.budget_period))
+    usage = reply.usage or {}
+    return _Effects(
+        record=keys.result(job.id),
+        outcome=outcome,
+        ttl=math.ceil(job.result_ttl or 0),
+        usage_day=day,
+        dims=dims,
+        usage_keys=usage_keys,
+        prompt_tokens=int(usage.get("prompt_tokens") or 0),
+        completion_tokens=int(usage.get("completion_tokens") or 0),
+        cost=reply.cost or 0.0,
+    )
+
+
 def store(pipe: Any, keys: Keys, job: Job, reply: Reply, *, provider: str = "") -> None:
     """Queue on `pipe` (a MULTI that also acknowledges the job) the script that makes `reply`
     the durable result of `job`, unless it has one: its record, and its entry on the
@@ -172,31 +212,100 @@ def store(pipe: Any, keys: Keys, job: Job, reply: Reply, *, provider: str = "") 
     retried; the server caches the script anyway.)"""
     if job.result_ttl is None:
         return
-    outcome = outcome_of(job, reply)
-    ttl = math.ceil(job.result_ttl)
-    record = keys.result(job.id)
+    fx = _effects(keys, job, reply, provider)
     sid = job.submission
     others = (
         [keys.submission_results(sid), keys.submission(sid), keys.submission_jobs(sid)]
         if sid
-        else [record] * 3
+        else [fx.record] * 3
     )
-    args = [outcome.encode(), ttl, job.id, job.custom_id or "", int(outcome.ok), int(bool(sid))]
-    # Usage counts what reached a backend (not requests cancelled or refused before).
-    day = time.strftime("%Y-%m-%d", time.gmtime())
-    key = job.key or BATCH_KEY  # a virtual key's batch work counts as that key's usage
-    dims = [("group", reply.group or job.group), ("deployment", reply.deployment or ""),
-            ("provider", provider), ("key", key)] if reply.deployment else []  # fmt: skip
-    dims = [(d, v) for d, v in dims if v]
-    usage = reply.usage or {}
-    args += [len(dims), int(not outcome.ok), int(usage.get("prompt_tokens") or 0),
-             int(usage.get("completion_tokens") or 0), reply.cost or 0.0,
-             _USAGE_DAYS * 86400, *(f"{d}\t{v}" for d, v in dims)]  # fmt: skip
-    usage_keys = [keys.usage(day, d, v) for d, v in dims]
-    if job.key and job.budget_period and reply.deployment:
-        usage_keys.append(keys.key_spend(job.key, job.budget_period))
-    pipe.eval(_STORE, 5 + len(usage_keys), record, *others, keys.usage_index(day), *usage_keys,
-              *args)  # fmt: skip
+    args = [fx.outcome.encode(), fx.ttl, job.id, job.custom_id or "", int(fx.outcome.ok),
+            int(bool(sid)), len(fx.dims), int(not fx.outcome.ok), fx.prompt_tokens,
+            fx.completion_tokens, fx.cost, _USAGE_DAYS * 86400,
+            *(f"{d}\t{v}" for d, v in fx.dims)]  # fmt: skip
+    pipe.eval(_STORE, 5 + len(fx.usage_keys), fx.record, *others,
+              keys.usage_index(fx.usage_day), *fx.usage_keys, *args)  # fmt: skip
+
+
+# On a cluster the record, the submission's keys and each usage counter live in different
+# slots, so `store`'s one script becomes ordered steps, each guarded by a marker in its own
+# slot: the record first (SET NX: the first result stands), then each effect of the record
+# that stands, once per job however often a step is repeated (a worker that died between
+# steps leaves the job pending; whoever finishes it repeats them all, and only the missing
+# ones take effect). The job is acknowledged after the last step.
+_SUBMISSION_ONCE = LuaScript("""
+if redis.call('SADD', KEYS[4], ARGV[1]) == 0 then return 0 end
+if ARGV[2] ~= '' then redis.call('HSETNX', KEYS[3], ARGV[2], ARGV[1]) end
+redis.call('XADD', KEYS[1], '*', 'job', ARGV[1], 'custom_id', ARGV[2], 'ok', ARGV[3])
+redis.call('HINCRBY', KEYS[2], ARGV[3] == '1' and 'succeeded' or 'failed', 1)
+for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ARGV[4]) end
+return 1
+""")
+_USAGE_ONCE = LuaScript("""
+if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[7]) == false then return 0 end
+if ARGV[1] == 'spend' then
+  redis.call('INCRBYFLOAT', KEYS[1], ARGV[5])
+else
+  redis.call('HINCRBY', KEYS[1], 'requests', 1)
+  redis.call('HINCRBY', KEYS[1], 'errors', ARGV[2])
+  redis.call('HINCRBY', KEYS[1], 'prompt_tokens', ARGV[3])
+  redis.call('HINCRBY', KEYS[1], 'completion_tokens', ARGV[4])
+  redis.call('HINCRBYFLOAT', KEYS[1], 'cost', ARGV[5])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+return 1
+""")
+# How long a step's marker is kept: longer than any job is retried.
+_ONCE_TTL = 7 * 86400
+
+
+async def store_apart(
+    redis: Redis, keys: Keys, job: Job, reply: Reply, *, provider: str = ""
+) -> None:
+    """`store` for a Redis Cluster, in ordered idempotent steps (before the job is acked)."""
+    if job.result_ttl is None:
+        return
+    fx = _effects(keys, job, reply, provider)
+    async with translate_errors():
+        outcome = await _record_once(redis, fx.record, fx.outcome, fx.ttl)
+        if outcome is not fx.outcome:  # an earlier holder's result stands: its effects
+            fx = _effects(keys, job, outcome.reply, provider)
+        if job.submission:
+            await _count_in_submission(redis, keys, job.submission, outcome, fx.ttl)
+        if not fx.dims:
+            return
+        pipe = redis.pipeline(transaction=False)
+        for index, usage_key in enumerate(fx.usage_keys):
+            kind = "spend" if index >= len(fx.dims) else "usage"
+            _USAGE_ONCE.queue(
+                pipe,
+                [usage_key, beside(usage_key, f"counted:{job.id}")],
+                [kind, int(not outcome.ok), fx.prompt_tokens, fx.completion_tokens, fx.cost,
+                 _USAGE_DAYS * 86400, _ONCE_TTL],  # fmt: skip
+            )
+        index_key = keys.usage_index(fx.usage_day)
+        pipe.sadd(index_key, *(f"{d}\t{v}" for d, v in fx.dims))
+        pipe.expire(index_key, _USAGE_DAYS * 86400)
+        await pipe.execute()
+
+
+async def _record_once(redis: Redis, record: str, outcome: Outcome, ttl: int) -> Outcome:
+    """Make `outcome` the job's record unless it has one; the record that stands."""
+    if await redis.set(record, outcome.encode(), nx=True, ex=ttl):
+        return outcome
+    raw = await redis.get(record)
+    return Outcome.model_validate_json(raw) if raw else outcome
+
+
+async def _count_in_submission(
+    redis: Redis, keys: Keys, sid: str, outcome: Outcome, ttl: int
+) -> None:
+    await _SUBMISSION_ONCE(
+        redis,
+        [keys.submission_results(sid), keys.submission(sid),
+         keys.submission_jobs(sid), keys.submission_counted(sid)],  # fmt: skip
+        [outcome.job, outcome.custom_id or "", int(outcome.ok), ttl],
+    )
 
 
 # Store a result nobody ran (a request refused before it was queued) unless one exists: one
@@ -215,7 +324,13 @@ async def store_refusal(redis: Redis, keys: Keys, outcome: Outcome, ttl: float) 
     """Record a request of a submission that was never queued (invalid, cancelled) as failed;
     returns the record that stands (an earlier one, if the request was recorded before)."""
     assert outcome.submission is not None and outcome.custom_id is not None
+    ttl_s = math.ceil(ttl)
     sid = outcome.submission
+    if is_cluster(redis):  # the record and the submission are in different slots
+        async with translate_errors():
+            standing = await _record_once(redis, keys.result(outcome.job), outcome, ttl_s)
+            await _count_in_submission(redis, keys, sid, standing, ttl_s)
+        return standing
     async with translate_errors():
         stored = await _STORE_ONCE(
             redis,

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from inferq.broker.connection import Redis, translate_errors
+from inferq.broker.connection import Redis, is_cluster, translate_errors
 from inferq.broker.errors import BrokerError
 from inferq.broker.keys import Keys
 from inferq.config import ConfigError, GatewayConfig
@@ -48,6 +48,9 @@ async def broadcast_reload(
         since: Any = last[0][0] if last else b"0-0"
         message = orjson.dumps({"op": "reload", "request": request})
         listeners = int(await redis.publish(keys.control(), message))
+        if is_cluster(redis):  # PUBLISH counts the listeners of one node; ask them all
+            counts: Any = await redis.pubsub_numsub(keys.control(), target_nodes="all")
+            listeners = sum(int(n) for _, n in counts)
         deadline = time.monotonic() + wait_seconds
         while len(answers) < listeners:
             left = deadline - time.monotonic()

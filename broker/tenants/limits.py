@@ -104,5 +104,8 @@ async def read_spend(
     if not wanted:
         return {}
     async with translate_errors():
-        raws: Any = await redis.mget([keys.key_spend(k, p) for k, p in wanted])
+        pipe = redis.pipeline(transaction=False)  # GETs, not MGET: a cluster splits these
+        for key_id, period in wanted:
+            pipe.get(keys.key_spend(key_id, period))
+        raws: Any = await pipe.execute()
     return {w: float(r or 0) for w, r in zip(wanted, raws, strict=True)}

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from inferq.broker.connection import Redis, translate_errors
+from inferq.broker.connection import Redis, is_cluster, translate_errors
 from inferq.broker.keys import Keys
 
 KEY_PREFIX = "sk-"
@@ -133,7 +133,9 @@ async def save(redis: Redis, keys: Keys, record: KeyRecord, *, replaces: str = "
     """Store `record` (under a new hash, dropping `replaces`, when the key was regenerated)
     and announce the change."""
     async with translate_errors():
-        pipe = redis.pipeline(transaction=True)
+        # One MULTI on one server; on a cluster the record, index and version are in different
+        # slots and go in this order (an interrupted change is made whole by repeating it).
+        pipe = redis.pipeline(transaction=not is_cluster(redis))
         pipe.set(keys.vkey(record.token), record.encode())
         pipe.hset(keys.vkeys(), record.token, record.key_alias or "")
         if replaces:
@@ -171,7 +173,10 @@ async def load_all(redis: Redis, keys: Keys) -> list[KeyRecord]:
         tokens: Any = await redis.hkeys(keys.vkeys())
         if not tokens:
             return []
-        raws: Any = await redis.mget([keys.vkey(t.decode()) for t in tokens])
+        pipe = redis.pipeline(transaction=False)  # GETs, not MGET: a cluster splits these
+        for token in tokens:
+            pipe.get(keys.vkey(token.decode()))
+        raws: Any = await pipe.execute()
     return [r for r in (_decode(raw) for raw in raws) if r is not None]
 
 
@@ -188,7 +193,7 @@ async def token_of_alias(redis: Redis, keys: Keys, alias: str) -> str | None:
 async def delete(redis: Redis, keys: Keys, tokens: list[str]) -> list[str]:
     """Revoke keys by hash; returns the hashes that existed. Announced at once."""
     async with translate_errors():
-        pipe = redis.pipeline(transaction=True)
+        pipe = redis.pipeline(transaction=not is_cluster(redis))
         for token in tokens:
             pipe.delete(keys.vkey(token))
             pipe.hdel(keys.vkeys(), token)

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-from inferq.broker.connection import SentinelURL
+from inferq.broker.connection import ClusterURL, SentinelURL
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -36,10 +36,10 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
 
 def redis_answers(url: str) -> bool:
     """True when a Redis-protocol server answers PING at `url` (for a Sentinel URL: one of
-    its sentinels)."""
-    sentinel = SentinelURL.parse(url)
-    if sentinel is not None:
-        return any(_pings(host, port) for host, port in sentinel.hosts)
+    its sentinels; for a cluster URL: one of its nodes)."""
+    nodes = SentinelURL.parse(url) or ClusterURL.parse(url)
+    if nodes is not None:
+        return any(_pings(host, port) for host, port in nodes.hosts)
     parsed = urlparse(url)
     return _pings(parsed.hostname or "127.0.0.1", parsed.port or 6379)
 

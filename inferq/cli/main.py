@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from inferq.broker.connection import SentinelURL
+from inferq.broker.connection import ClusterURL, SentinelURL
 from inferq.cli.logs import configure
 from inferq.config import ConfigError, GatewayConfig, RuntimeEnv, load_config, runtime_env
 
@@ -46,6 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     try:
         SentinelURL.parse(env.redis_url)
+        ClusterURL.parse(env.redis_url)
     except ValueError as exc:
         print(f"inferq: REDIS_URL: {exc}", file=sys.stderr)
         return EXIT_CONFIG

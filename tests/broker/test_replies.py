@@ -1,15 +1,20 @@
-"""The reply path: one subscription routes many jobs; a gap is an error, never silence."""
+"""The reply path: one subscription routes many jobs; a gap is an error, never silence.
+
+On a cluster the reply channel is a sharded one (SSUBSCRIBE/SPUBLISH)."""
 
 import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
 
+from inferq.broker.channels import publish_reply
 from inferq.broker.connection import Redis, connect
 from inferq.broker.errors import ReplyLost
 from inferq.broker.jobs.replies import ReplyDispatcher
 from inferq.broker.keys import Keys
 from inferq.broker.messages import Reply, ReplyKind
+
+pytestmark = pytest.mark.topologies("single", "cluster")
 
 
 @pytest.fixture
@@ -26,7 +31,7 @@ async def wired(redis_url: str, prefix: str) -> AsyncIterator[tuple[Redis, Reply
 
 
 async def publish(redis: Redis, channel: str, job: str, seq: int, kind: ReplyKind) -> None:
-    await redis.publish(channel, Reply(job=job, seq=seq, kind=kind).encode())
+    await publish_reply(redis, channel, Reply(job=job, seq=seq, kind=kind).encode())
 
 
 async def test_messages_reach_their_own_job(wired: tuple[Redis, ReplyDispatcher]) -> None:
@@ -55,6 +60,6 @@ async def test_a_gap_raises_reply_lost(wired: tuple[Redis, ReplyDispatcher]) -> 
 async def test_malformed_messages_are_dropped(wired: tuple[Redis, ReplyDispatcher]) -> None:
     redis, dispatcher = wired
     stream = dispatcher.open("m")
-    await redis.publish(dispatcher.channel, b"garbage")
+    await publish_reply(redis, dispatcher.channel, b"garbage")
     await publish(redis, dispatcher.channel, "m", 0, ReplyKind.DONE)
     assert (await asyncio.wait_for(stream.next(), 2)).kind is ReplyKind.DONE
