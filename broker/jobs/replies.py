@@ -165,15 +165,15 @@ class ReplyDispatcher:
         # A keyed command first: a MOVED reply teaches the client where the slot is now.
         await self._redis.exists(self.channel)
         pubsub = self._redis.pubsub()
-        await pubsub.ssubscribe(self.channel)  # type: ignore[no-untyped-call]
+        await pubsub.ssubscribe(self.channel)
         return pubsub
 
-    async def _next(self, pubsub: PubSub, timeout: float) -> dict[str, object] | None:
-        """The next message of the subscription (None after `timeout` of silence)."""
+    async def _next(self, pubsub: PubSub, wait: float) -> dict[str, object] | None:
+        """The next message of the subscription (None after `wait` seconds of silence)."""
         if not self._cluster:
-            message: dict[str, object] | None = await pubsub.get_message(timeout=timeout)
+            message: dict[str, object] | None = await pubsub.get_message(timeout=wait)
             return message
-        message = await pubsub.get_sharded_message(timeout=timeout)  # type: ignore[attr-defined]
+        message = await pubsub.get_sharded_message(timeout=wait)  # type: ignore[attr-defined]
         if message is not None and message.get("type") in ("sunsubscribe", b"sunsubscribe"):
             raise ConnectionError("the reply channel's slot moved to another node")
         return message

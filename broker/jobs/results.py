@@ -280,8 +280,15 @@ async def store_apart(
             _USAGE_ONCE.queue(
                 pipe,
                 [usage_key, beside(usage_key, f"counted:{job.id}")],
-                [kind, int(not outcome.ok), fx.prompt_tokens, fx.completion_tokens, fx.cost,
-                 _USAGE_DAYS * 86400, _ONCE_TTL],  # fmt: skip
+                [
+                    kind,
+                    int(not outcome.ok),
+                    fx.prompt_tokens,
+                    fx.completion_tokens,
+                    fx.cost,
+                    _USAGE_DAYS * 86400,
+                    _ONCE_TTL,
+                ],
             )
         index_key = keys.usage_index(fx.usage_day)
         pipe.sadd(index_key, *(f"{d}\t{v}" for d, v in fx.dims))
@@ -302,8 +309,12 @@ async def _count_in_submission(
 ) -> None:
     await _SUBMISSION_ONCE(
         redis,
-        [keys.submission_results(sid), keys.submission(sid),
-         keys.submission_jobs(sid), keys.submission_counted(sid)],  # fmt: skip
+        [
+            keys.submission_results(sid),
+            keys.submission(sid),
+            keys.submission_jobs(sid),
+            keys.submission_counted(sid),
+        ],
         [outcome.job, outcome.custom_id or "", int(outcome.ok), ttl],
     )
 

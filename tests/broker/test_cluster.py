@@ -61,8 +61,14 @@ async def cluster(cluster_set: ClusterSet) -> AsyncIterator[Redis]:
 
 def job_for(group: str, **fields: object) -> Job:
     now = time.time()
-    base: dict[str, object] = {"id": f"j{time.monotonic_ns()}", "model": group, "group": group,
-                               "body": {"messages": []}, "created": now, "deadline": now + 60}  # fmt: skip
+    base: dict[str, object] = {
+        "id": f"j{time.monotonic_ns()}",
+        "model": group,
+        "group": group,
+        "body": {"messages": []},
+        "created": now,
+        "deadline": now + 60,
+    }
     return Job.model_validate({**base, **fields})
 
 
@@ -162,9 +168,10 @@ async def test_a_reply_subscription_follows_its_slot_to_another_node(
         with pytest.raises(Exception, match="interrupted"):
             await asyncio.wait_for(waiting.next(), 10)
         for _ in range(100):  # subscribed again, on the slot's new owner
-            if dispatcher.ready and cluster_set.node(target).execute_command(
-                "PUBSUB SHARDNUMSUB", channel
-            )[0][1]:
+            if (
+                dispatcher.ready
+                and cluster_set.node(target).execute_command("PUBSUB SHARDNUMSUB", channel)[0][1]
+            ):
                 break
             await asyncio.sleep(0.05)
         stream = dispatcher.open("after")

@@ -28,7 +28,10 @@ def ask(fabric: Fabric, index: int, outcomes: dict[int, str]) -> None:
             if index % 2:
                 chunks = list(
                     client.chat.completions.create(
-                        model="g", messages=messages, max_tokens=6, stream=True  # type: ignore[arg-type]
+                        model="g",
+                        messages=messages,
+                        max_tokens=6,
+                        stream=True,  # type: ignore[arg-type]
                     )
                 )
                 text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -36,7 +39,9 @@ def ask(fabric: Fabric, index: int, outcomes: dict[int, str]) -> None:
                 ended = [f for f in finishes if f]
             else:
                 answer = client.chat.completions.create(
-                    model="g", messages=messages, max_tokens=6  # type: ignore[arg-type]
+                    model="g",
+                    messages=messages,
+                    max_tokens=6,  # type: ignore[arg-type]
                 )
                 text = answer.choices[0].message.content or ""
                 ended = [answer.choices[0].finish_reason]

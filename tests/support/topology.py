@@ -295,9 +295,7 @@ class ClusterSet:
             names = source.execute_command("CLUSTER GETKEYSINSLOT", slot, batch)
             if not names:
                 break
-            source.execute_command(
-                "MIGRATE", "127.0.0.1", to_port, "", 0, 5000, "KEYS", *names
-            )
+            source.execute_command("MIGRATE", "127.0.0.1", to_port, "", 0, 5000, "KEYS", *names)
             moved += len(names)
         for port in (to_port, from_port, *self.ports):
             self.node(port).execute_command("CLUSTER SETSLOT", slot, "NODE", target_id)
