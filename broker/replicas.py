@@ -5,8 +5,9 @@ job and ending one wait for that (WAIT), at most `replica_ack_timeout_ms`.
 
 import logging
 from dataclasses import dataclass
+from functools import cache
 
-from inferq.broker.connection import Redis, translate_errors
+from inferq.broker.connection import Redis, is_cluster, translate_errors
 from inferq.broker.keys import Keys
 from inferq.config import FabricConfig
 
@@ -39,6 +40,11 @@ async def confirm(redis: Redis, keys: Keys, acks: ReplicaAcks) -> bool:
     """
     if acks.replicas <= 0:
         return True
+    if is_cluster(redis):
+        # WAIT counts one connection's writes to one node; a cluster client spreads a job's
+        # writes over nodes and pooled connections, so there is nothing sound to wait on.
+        _warn_not_on_cluster()
+        return False
     async with translate_errors():
         pipe = redis.pipeline(transaction=False)
         pipe.set(keys.replica_probe(), b"1", px=60_000)
@@ -53,3 +59,8 @@ async def confirm(redis: Redis, keys: Keys, acks: ReplicaAcks) -> bool:
         acks.timeout_ms,
     )
     return False
+
+
+@cache
+def _warn_not_on_cluster() -> None:
+    log.warning("replica_acks is not applied on a Redis Cluster: writes are not waited for")

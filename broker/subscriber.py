@@ -5,7 +5,7 @@ import logging
 from collections.abc import Callable, Mapping
 from contextlib import suppress
 
-from inferq.broker.connection import UNAVAILABLE, PubSub, Redis
+from inferq.broker.connection import UNAVAILABLE, PubSub, Redis, is_cluster
 
 log = logging.getLogger("inferq.broker")
 
@@ -38,6 +38,10 @@ class Subscriber:
         while True:
             pubsub: PubSub = self._redis.pubsub(ignore_subscribe_messages=True)
             try:
+                if is_cluster(self._redis):
+                    # A cluster client learns its nodes on its first command; a subscription
+                    # needs them first (a plain PUBLISH reaches every node: any one will do).
+                    await self._redis.initialize()
                 await pubsub.subscribe(*self._handlers)
                 self.subscribed.set()
                 while True:

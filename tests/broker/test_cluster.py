@@ -16,7 +16,9 @@ from inferq.broker.jobs.replies import ReplyDispatcher
 from inferq.broker.jobs.results import _record_once, outcome_of, progress, records, store_apart
 from inferq.broker.keys import CONSUMER_GROUP, JOB_FIELD, Keys, beside
 from inferq.broker.messages import Attempt, Job, Lane, Reply, ReplyKind
+from inferq.broker.ops.control import broadcast_reload
 from inferq.broker.ops.usage import read_days
+from inferq.broker.subscriber import Subscriber
 from inferq.broker.tenants.limits import read_spend
 from tests.support.topology import ClusterSet
 
@@ -181,3 +183,39 @@ async def test_a_reply_subscription_follows_its_slot_to_another_node(
         assert (await asyncio.wait_for(stream.next(), 5)).kind is ReplyKind.DONE
     finally:
         await dispatcher.stop()
+
+
+async def test_broadcast_channels_reach_every_process_on_any_node(
+    cluster_set: ClusterSet, prefix: str
+) -> None:
+    keys = Keys(prefix)
+    heard: list[bytes] = []
+    # Fresh clients, as each worker and API process has: they subscribe wherever they land.
+    clients = [connect(cluster_set.url, blocking_reads=True) for _ in range(4)]
+    listeners = [Subscriber(c, {keys.cancel(): heard.append}) for c in clients[:3]]
+    for listener in listeners:
+        listener.start()
+    try:
+        for listener in listeners:
+            await asyncio.wait_for(listener.subscribed.wait(), 5)
+        await clients[3].publish(keys.cancel(), b"job-1")
+        for _ in range(100):
+            if len(heard) == 3:
+                break
+            await asyncio.sleep(0.02)
+        assert heard == [b"job-1"] * 3
+        # `inferq reload` counts the listeners of every node, not of the one it published to.
+        control = [Subscriber(c, {keys.control(): heard.append}) for c in clients[:3]]
+        for listener in control:
+            listener.start()
+        for listener in control:
+            await asyncio.wait_for(listener.subscribed.wait(), 5)
+        listened, _ = await broadcast_reload(clients[3], keys, wait_seconds=0.1)
+        assert listened == 3
+        for listener in control:
+            await listener.stop()
+    finally:
+        for listener in listeners:
+            await listener.stop()
+        for client in clients:
+            await client.aclose()
