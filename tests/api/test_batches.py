@@ -79,6 +79,7 @@ def lines_of(client: openai.OpenAI, file_id: str | None) -> list[dict[str, Any]]
     return [json.loads(x) for x in client.files.content(file_id).text.splitlines()]
 
 
+@pytest.mark.topologies("single", "cluster")
 def test_a_batch_runs_to_completed_with_bad_lines_in_the_error_file(
     client: openai.OpenAI, tmp_path: Path, backend: FakeBackend
 ) -> None:
@@ -127,6 +128,7 @@ def test_a_batch_runs_to_completed_with_bad_lines_in_the_error_file(
         client.files.content(file_id)
 
 
+@pytest.mark.topologies("single", "cluster")
 def test_cancel_midway_keeps_what_ran(
     client: openai.OpenAI, tmp_path: Path, backend: FakeBackend
 ) -> None:

@@ -224,6 +224,7 @@ def test_tpm_limit(two: Two) -> None:
     assert refused.value.code == "tpm_limit"
 
 
+@pytest.mark.topologies("single", "cluster")
 def test_max_parallel_requests(two: Two, fake: FakeBackend) -> None:
     key = two.generate(max_parallel_requests=1)
     fake.behaviour = Behaviour(complete_delay=1.0)
@@ -247,6 +248,7 @@ def test_max_parallel_requests(two: Two, fake: FakeBackend) -> None:
     assert results[-1] == "fake"
 
 
+@pytest.mark.topologies("single", "cluster")
 def test_budget_is_enforced_and_counts_the_model_price_even_on_a_local_address(
     two: Two,
 ) -> None:
@@ -312,6 +314,7 @@ def test_a_key_sees_only_its_own_files_and_batches(two: Two) -> None:
         assert admin.batches.retrieve(batch.id).id == batch.id
 
 
+@pytest.mark.topologies("single", "cluster")
 def test_update_and_regenerate_reach_every_process(two: Two) -> None:
     key = two.generate(models=["fake"], key_alias="changing")
     with two.client(key, 2) as client:
@@ -439,6 +442,7 @@ def _line(custom_id: str, model: str) -> bytes:
     return json.dumps(line).encode() + b"\n"
 
 
+@pytest.mark.topologies("single", "cluster")
 def test_batch_work_runs_under_the_key_that_made_it(two: Two) -> None:
     key = two.generate(models=["paid"], max_budget=5.0, budget_duration="1d")
     with two.client(key) as client:
