@@ -240,6 +240,13 @@ async def translate_errors() -> AsyncIterator[None]:
         ) from exc
     except UNAVAILABLE as exc:
         raise BrokerUnavailable(f"Redis is unreachable: {exc}") from exc
+    except RuntimeError as exc:
+        # A write on a connection the peer (or a cluster client's reinitialisation) closed
+        # surfaces from uvloop as "unable to perform operation on <TCPTransport closed=True>;
+        # the handler is closed", not as a ConnectionError (redis-py issue #4287).
+        if "closed" not in str(exc):
+            raise
+        raise BrokerUnavailable(f"Redis is unreachable: {exc}") from exc
     except (RedisError, RedisClusterException) as exc:
         raise BrokerRefused(f"Redis refused a command: {exc}") from exc
 
