@@ -254,7 +254,7 @@ def test_stream_cut_by_backend_ends_in_error_event_not_silence(
     with pytest.raises(openai.APIError) as err:
         for chunk in stream:
             received.append(chunk.choices[0].delta.content or "")
-    assert "".join(received) == "w0 w1 w2 "
+    assert "".join(received) == "w0 w1 w2 ", err.value
     assert "dropped the connection" in str(err.value)
 
 
