@@ -254,7 +254,11 @@ def test_stream_cut_by_backend_ends_in_error_event_not_silence(
     with pytest.raises(openai.APIError) as err:
         for chunk in stream:
             received.append(chunk.choices[0].delta.content or "")
-    assert "".join(received) == "w0 w1 w2 ", err.value
+    # The backend resets the connection after three words: what the worker had not read by
+    # then is discarded by the reset (a slower worker, as on a cluster under load, reads fewer).
+    # The client gets a clean prefix of the words sent, then the error: never silence.
+    text = "".join(received)
+    assert text and "w0 w1 w2 ".startswith(text), (text, err.value)
     assert "dropped the connection" in str(err.value)
 
 
