@@ -82,12 +82,13 @@ def loadgen(url: str, key: str, *, concurrency: int, requests: int, duration: fl
 
 
 def finished_jobs(base: str) -> float:
-    """Requests the API has finished so far (its Prometheus counter)."""
+    """Requests the API has answered with success so far (its Prometheus counter): a job
+    that failed fast (a backend cooling down) used no backend time."""
     text = httpx.get(f"{base}/metrics", headers={"Authorization": f"Bearer {KEY}"}).text
     return sum(
         float(line.rsplit(" ", 1)[1])
         for line in text.splitlines()
-        if line.startswith("inferq_requests_total{")
+        if line.startswith("inferq_requests_total{") and 'status="200"' in line
     )
 
 

@@ -8,7 +8,6 @@ token, and throughput, against the targets of issue 2.
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -173,42 +172,33 @@ def main() -> int:
         print("\nvirtual keys, side by side (non-stream p50, c=1, ms)")
         for name, value in keyed.items():
             note = ""
-            if name == "added by (virtual key)":
+            if name == "added keys on (virtual key)":
                 ok = value <= KEYS_TARGET_MS
                 note = f"   target <= {KEYS_TARGET_MS}: {'OK' if ok else 'MISSED'}"
             print(f"{name:<46}{value:>8.3f}{note}")
     return code
 
 
-def measure_keys(base: str, args: argparse.Namespace, rounds: int = 10) -> dict[str, float]:
+def measure_keys(base: str, args: argparse.Namespace) -> dict[str, float]:
     """Non-stream latency p50 with keys off (the master key: the path as it was before virtual
     keys) and on (a virtual key without limits; and one with rpm/tpm/parallel limits, which
-    pays one Redis script call). They take turns, `rounds` times, each going first in turn; a
-    figure is the median of its rounds, and what keys add is the median of the per-round
-    differences: on a shared machine, load that comes and goes would otherwise land on one
-    key's run and not the others'."""
+    pays one Redis script call), interleaved request by request (bench/keytimes.py), and what
+    keys add: the median of the per-turn differences."""
     headers = {"Authorization": f"Bearer {KEY}"}
     free = httpx.post(f"{base}/key/generate", json={}, headers=headers).json()["key"]
     limits = {"rpm_limit": 10**6, "tpm_limit": 10**9, "max_parallel_requests": 1000}
     limited = httpx.post(f"{base}/key/generate", json=limits, headers=headers).json()["key"]
-    url = f"{base}/v1/chat/completions"
-    keys = {"keys off (master key)": KEY, "keys on (virtual key)": free,
-            "keys on (virtual key with limits)": limited}  # fmt: skip
-    p50s: dict[str, list[float]] = {name: [] for name in keys}
-    print(f"through inferq, keys off and on in turn ({rounds} rounds) ...", flush=True)
-    order = list(keys)
-    for i in range(rounds):
-        for name in order[i % 3 :] + order[: i % 3]:  # each goes first in turn
-            n = max(args.n_latency // rounds, 50)
-            lat = load(url, stream=False, concurrency=1, duration=60, requests=n, tokens=16,
-                       key=keys[name])  # fmt: skip
-            p50s[name].append(lat["total_p50"])
-    off = p50s[order[0]]
-    out = {f"latency_p50_ms, {name}": statistics.median(v) for name, v in p50s.items()}
-    for name in order[1:]:
-        diffs = [on - o for on, o in zip(p50s[name], off, strict=True)]
-        out[f"added by {name.removeprefix('keys on ')}"] = statistics.median(diffs)
-    return out
+    turns = max(args.n_latency, 300)
+    print(f"through inferq, keys off and on, interleaved ({turns} turns) ...", flush=True)
+    cmd = pinned(
+        CLIENT_CPU, sys.executable, "-m", "bench.keytimes", "--url",
+        f"{base}/v1/chat/completions", "--n", str(turns), "--extra", BYPASS,
+        "--key", f"keys off (master key)={KEY}", "--key", f"keys on (virtual key)={free}",
+        "--key", f"keys on (virtual key with limits)={limited}",
+    )  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, check=True, text=True, timeout=900).stdout
+    found: dict[str, float] = json.loads(out)
+    return found
 
 
 def report(direct: dict[str, float], via: dict[str, float]) -> int:
