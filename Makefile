@@ -57,7 +57,8 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 # Three cases: the fabric's overhead (bench.run), priority lanes under a batch backlog, and
-# a fair share of a backend between keys (bench.fairness).
+# a fair share of a backend between keys (bench.fairness: one API process, two, and the batch
+# lane).
 bench: $(STAMP)
 	status=0; $(BIN)/python -m bench.run || status=1; \
 	$(BIN)/python -m bench.lanes || status=1; \

@@ -33,6 +33,7 @@ from inferq.api.ops.ui import Dashboard
 from inferq.api.responses import routes as responses
 from inferq.api.state import CurrentConfig, Gateway
 from inferq.api.tenants import routes as key_routes
+from inferq.api.tenants import teams as team_routes
 from inferq.api.tenants.cache import KeyCache
 from inferq.api.tenants.fairshare import FairShare
 from inferq.api.tenants.guard import Guard
@@ -183,7 +184,7 @@ def _add_routes(app: FastAPI) -> None:
         )
     app.add_api_route("/v1/messages", messages, methods=["POST"])
     app.add_route("/v1/messages/count_tokens", count_tokens, methods=["POST"])
-    for path, endpoint, method in key_routes.ROUTES:
+    for path, endpoint, method in key_routes.ROUTES + team_routes.ROUTES:
         app.add_api_route(path, logged(endpoint), methods=[method])
     app.add_api_route("/usage", logged(usage_report), methods=["GET"])
     app.add_api_route("/metrics", logged(metrics), methods=["GET"])

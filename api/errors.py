@@ -1,4 +1,5 @@
-"""API errors and the one place they become OpenAI error bodies.
+"""API errors and the one place they become OpenAI (or, on `/v1/messages`, Anthropic) error
+bodies.
 
 GatewayError (status, type, code, param)
   ├── AuthError              401  missing or wrong key
@@ -58,6 +59,16 @@ class GatewayError(Exception):
         """The HTTP response carrying this error."""
         return Response(
             orjson.dumps(self.body()),
+            status_code=self.status,
+            media_type="application/json",
+            headers=self.headers,
+        )
+
+    def anthropic_response(self) -> Response:
+        """The same error in Anthropic's format, for the Messages routes (`/v1/messages`)."""
+        body = {"type": "error", "error": {"type": self.type, "message": self.message}}
+        return Response(
+            orjson.dumps(body),
             status_code=self.status,
             media_type="application/json",
             headers=self.headers,

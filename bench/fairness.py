@@ -3,6 +3,11 @@ takes 0.2 s per job with 2,000 requests at once; key B sends one request at a ti
 latency idle and under A's backlog (target: at most 3x idle) and the backend's utilisation
 while B is measured (target: above 90 %: A's jobs still take the slots B leaves free).
 
+Three cases (`--case`, all by default): `one-api`; `two-apis`, where A floods through two API
+processes at once and B asks the first (the share holds across processes); and `batch`, where A
+submits its 2,000 with `inferq submit --key` into the batch lane and B submits one batch request
+at a time with `inferq.connect(key=)` (utilisation counted against the batch slots).
+
 Same layout as `bench.run`: the fake backend and both load generators on CPU 0; inferq's API,
 one worker and Redis on CPU 1. B's requests are not streamed: the answer comes whole after the
 backend's 0.2 s, so its latency is its time to first token. Run alone with
@@ -10,8 +15,11 @@ backend's 0.2 s, so its latency is its time to first token. Run alone with
 """
 
 import argparse
+import asyncio
 import json
+import math
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -21,8 +29,14 @@ from pathlib import Path
 
 import httpx
 
+import inferq
 from bench.run import BYPASS, CLIENT_CPU, FABRIC_CPU, KEY, pinned, wait_port
+from inferq.broker.batch.submit import BatchRequest
+from inferq.broker.connection import connect
+from inferq.broker.keys import Keys
+from inferq.broker.messages import JobKind
 from inferq.cli.local import EmbeddedRedis, free_port
+from inferq.config import load_config
 
 CONFIG = """
 model_list:
@@ -55,6 +69,7 @@ class Figures:
     served: int  # jobs finished while B was measured
     window_s: float
     b_errors: int
+    slots: int = 0  # the slots utilisation is counted against (0: the group's)
 
 
 def loadgen(url: str, key: str, *, concurrency: int, requests: int, duration: float) -> list[str]:
@@ -67,12 +82,13 @@ def loadgen(url: str, key: str, *, concurrency: int, requests: int, duration: fl
 
 
 def finished_jobs(base: str) -> float:
-    """Requests the API has finished so far (its Prometheus counter)."""
+    """Requests the API has answered with success so far (its Prometheus counter): a job
+    that failed fast (a backend cooling down) used no backend time."""
     text = httpx.get(f"{base}/metrics", headers={"Authorization": f"Bearer {KEY}"}).text
     return sum(
         float(line.rsplit(" ", 1)[1])
         for line in text.splitlines()
-        if line.startswith("inferq_requests_total{")
+        if line.startswith("inferq_requests_total{") and 'status="200"' in line
     )
 
 
@@ -82,30 +98,44 @@ def main() -> int:
     parser.add_argument("--slots", type=int, default=4, help="slots of the group")
     parser.add_argument("--delay", type=float, default=0.2, help="seconds per job")
     parser.add_argument("--n", type=int, default=30, help="B's requests per case")
+    parser.add_argument(
+        "--case", choices=("one-api", "two-apis", "batch", "all"), default="all",
+        help="one API process; two (A floods through both, B asks the first); the batch lane",
+    )  # fmt: skip
     parser.add_argument("--log-level", default="WARNING", help="of the API and the worker")
     args = parser.parse_args()
-
-    procs: list[subprocess.Popen[bytes]] = []
-    redis = EmbeddedRedis(cpus=FABRIC_CPU).start()
-    workdir = tempfile.TemporaryDirectory(prefix="inferq-bench-fair-")
-    try:
-        figures = run(args, redis.url, Path(workdir.name), procs)
-    finally:
-        for proc in reversed(procs):
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in procs:
-            proc.wait(10)
-        redis.stop()
-        workdir.cleanup()
-    return report(figures, args)
+    cases = ("one-api", "two-apis", "batch") if args.case == "all" else (args.case,)
+    failed = 0
+    for case in cases:
+        procs: list[subprocess.Popen[bytes]] = []
+        redis = EmbeddedRedis(cpus=FABRIC_CPU).start()
+        workdir = tempfile.TemporaryDirectory(prefix="inferq-bench-fair-")
+        try:
+            print(f"\n== {case} ==", flush=True)
+            figures = run(args, case, redis.url, Path(workdir.name), procs)
+        finally:
+            for proc in reversed(procs):
+                if proc.poll() is None:
+                    proc.terminate()
+            for proc in procs:
+                proc.wait(10)
+            redis.stop()
+            workdir.cleanup()
+        failed |= report(figures, args, case)
+    return failed
 
 
 def run(
-    args: argparse.Namespace, redis_url: str, work: Path, procs: list[subprocess.Popen[bytes]]
+    args: argparse.Namespace,
+    case: str,
+    redis_url: str,
+    work: Path,
+    procs: list[subprocess.Popen[bytes]],
 ) -> Figures:
-    """Start the backend, a worker and the API (into `procs`), then measure both cases."""
-    backend_port, api_port = free_port(), free_port()
+    """Start the backend, a worker and the API processes (into `procs`), then measure B alone
+    and under A's flood."""
+    apis = 2 if case == "two-apis" else 1
+    backend_port, api_ports = free_port(), [free_port() for _ in range(apis)]
     config = work / "bench.yaml"
     config.write_text(CONFIG.format(backend=backend_port, key=KEY, slots=args.slots))
     env = {**os.environ, "REDIS_URL": redis_url, "INFERQ_LOG_LEVEL": args.log_level}
@@ -120,19 +150,23 @@ def run(
         pinned(FABRIC_CPU, sys.executable, "-m", "inferq.cli", "worker",
                "--config", str(config)), env=env,
     ))  # fmt: skip
-    api = subprocess.Popen(
-        pinned(FABRIC_CPU, sys.executable, "-m", "inferq.cli", "api", "--config",
-               str(config), "--port", str(api_port)), env=env,
-    )  # fmt: skip
-    procs.append(api)
-    wait_port(api_port, api, "inferq api")
+    for port in api_ports:
+        api = subprocess.Popen(
+            pinned(FABRIC_CPU, sys.executable, "-m", "inferq.cli", "api", "--config",
+                   str(config), "--port", str(port)), env=env,
+        )  # fmt: skip
+        procs.append(api)
+        wait_port(port, api, "inferq api")
     time.sleep(1.5)  # the API sees the worker's slots
-    base = f"http://127.0.0.1:{api_port}"
+    bases = [f"http://127.0.0.1:{port}" for port in api_ports]
     master = {"Authorization": f"Bearer {KEY}"}
-    key_a = httpx.post(f"{base}/key/generate", json={"key_alias": "A"}, headers=master)
-    key_b = httpx.post(f"{base}/key/generate", json={"key_alias": "B"}, headers=master)
+    key_a = httpx.post(f"{bases[0]}/key/generate", json={"key_alias": "A"}, headers=master)
+    key_b = httpx.post(f"{bases[0]}/key/generate", json={"key_alias": "B"}, headers=master)
     a, b = key_a.json()["key"], key_b.json()["key"]
-    url = f"{base}/v1/chat/completions"
+    if case == "batch":
+        return _batch_case(args, config=config, redis_url=redis_url, env=env, a=a, b=b,
+                           procs=procs)  # fmt: skip
+    url = f"{bases[0]}/v1/chat/completions"
 
     def measure_b() -> dict[str, float]:
         out = subprocess.run(
@@ -144,19 +178,25 @@ def run(
 
     print("key B alone ...", flush=True)
     idle = measure_b()
-    print(f"key A floods {args.flood} requests at once ...", flush=True)
-    flood = subprocess.Popen(
-        loadgen(url, a, concurrency=args.flood, requests=args.flood, duration=600),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    procs.append(flood)
-    time.sleep(3.0)  # A's requests are all in by now, and its jobs hold every slot
+    print(f"key A floods {args.flood} requests at once through {apis} API process(es) ...",
+          flush=True)  # fmt: skip
+    floods = []
+    for base in bases:
+        flood = subprocess.Popen(
+            loadgen(f"{base}/v1/chat/completions", a, concurrency=args.flood // apis,
+                    requests=args.flood // apis, duration=600),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        procs.append(flood)
+        floods.append(flood)
+    time.sleep(4.0)  # A's requests are all in by now, and its jobs hold every slot
     print("key B under A's backlog ...", flush=True)
-    before, started = finished_jobs(base), time.monotonic()
+    before, started = sum(map(finished_jobs, bases)), time.monotonic()
     loaded = measure_b()
     window = time.monotonic() - started
-    served = finished_jobs(base) - before
-    flood.terminate()
+    served = sum(map(finished_jobs, bases)) - before
+    for flood in floods:
+        flood.terminate()
     return Figures(
         idle_ms=idle["total_p50"],
         loaded_ms=loaded["total_p50"],
@@ -168,20 +208,95 @@ def run(
     )
 
 
-def report(f: Figures, args: argparse.Namespace) -> int:
+def _batch_case(
+    args: argparse.Namespace,
+    *,
+    config: Path,
+    redis_url: str,
+    env: dict[str, str],
+    a: str,
+    b: str,
+    procs: list[subprocess.Popen[bytes]],
+) -> Figures:
+    """The batch lane: A submits `--flood` requests with `inferq submit --key` (a window as
+    large as the flood); B submits one request at a time through `inferq.connect(key=)`; B's
+    latency is from submitting to holding the result."""
+    loaded_config = load_config(config)
+    batch_slots = loaded_config.fabric.batch_slots(args.slots)
+    body = {"model": "bench", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16}
+    lines = [
+        json.dumps({"custom_id": f"a{i}", "method": "POST", "url": "/v1/chat/completions",
+                    "body": body})
+        for i in range(args.flood)
+    ]  # fmt: skip
+    flood_file = config.parent / "flood.jsonl"
+    flood_file.write_text("\n".join(lines) + "\n")
+
+    async def measure_b(tag: str) -> list[float]:
+        took = []
+        async with inferq.connect(loaded_config, redis_url, key=b) as client:
+            for i in range(args.n):
+                started = time.perf_counter()
+                request = BatchRequest(f"b{i}", JobKind.CHAT, body)
+                async for outcome in client.submit(f"b-{tag}-{i}", [request], window=1):
+                    if not outcome.ok:
+                        raise RuntimeError(f"B's batch request failed: {outcome}")
+                took.append((time.perf_counter() - started) * 1000)
+        return took
+
+    async def a_done() -> int:
+        redis = connect(redis_url)
+        try:
+            raw = await redis.hget(Keys("bench").submission("flood-a"), "succeeded")
+        finally:
+            await redis.aclose()
+        return int(raw or 0)
+
+    print("key B alone (batch lane) ...", flush=True)
+    idle = asyncio.run(measure_b("idle"))
+    print(f"key A submits {args.flood} batch requests (inferq submit --key) ...", flush=True)
+    flood = subprocess.Popen(
+        pinned(CLIENT_CPU, sys.executable, "-m", "inferq.cli", "submit", str(flood_file),
+               "--out", str(config.parent / "flood.out"), "--config", str(config),
+               "--key", a, "--window", str(args.flood), "--id", "flood-a"),
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    procs.append(flood)
+    time.sleep(4.0)
+    print("key B under A's batch backlog ...", flush=True)
+    before, started = asyncio.run(a_done()), time.monotonic()
+    loaded = asyncio.run(measure_b("loaded"))
+    window = time.monotonic() - started
+    served = asyncio.run(a_done()) - before + args.n
+    flood.terminate()
+    return Figures(
+        idle_ms=statistics.median(idle),
+        loaded_ms=statistics.median(loaded),
+        loaded_p99_ms=sorted(loaded)[max(0, math.ceil(len(loaded) * 0.99) - 1)],
+        utilisation=served * args.delay / (batch_slots * window),
+        served=int(served),
+        window_s=window,
+        b_errors=0,
+        slots=batch_slots,
+    )
+
+
+def report(f: Figures, args: argparse.Namespace, case: str) -> int:
     """Print the figures; 1 when a target is missed."""
     ratio = f.loaded_ms / f.idle_ms
     ratio_ok, busy_ok = ratio <= TARGET_RATIO, f.utilisation > TARGET_UTILISATION
+    what = "result" if case == "batch" else "latency"
     print()
-    print(f"{'case':<52}{'ms':>8}")
-    print(f"{'key B latency p50 (= TTFT), alone':<52}{f.idle_ms:>8.1f}")
-    print(f"{'key B latency p50, key A flooding':<52}{f.loaded_ms:>8.1f}")
-    print(f"{'key B latency p99, key A flooding':<52}{f.loaded_p99_ms:>8.1f}")
+    print(f"{'case: ' + case:<52}{'ms':>8}")
+    print(f"{f'key B {what} p50 (= TTFT), alone':<52}{f.idle_ms:>8.1f}")
+    print(f"{f'key B {what} p50, key A flooding':<52}{f.loaded_ms:>8.1f}")
+    print(f"{f'key B {what} p99, key A flooding':<52}{f.loaded_p99_ms:>8.1f}")
     print(f"{'ratio':<52}{ratio:>8.2f}   target <= {TARGET_RATIO:g}: "
           f"{'OK' if ratio_ok else 'MISSED'}")  # fmt: skip
     print(f"{'backend utilisation while B was measured':<52}{f.utilisation:>8.2f}   target > "
           f"{TARGET_UTILISATION:g}: {'OK' if busy_ok else 'MISSED'}")  # fmt: skip
-    print(f"\n{f.served} jobs finished in {f.window_s:.1f} s on {args.slots} slots of "
+    slots = f.slots or args.slots
+    print(f"\n{f.served} jobs finished in {f.window_s:.1f} s on {slots} slots of "
           f"{args.delay} s; B's errors: {f.b_errors}")  # fmt: skip
     return 0 if ratio_ok and busy_ok and not f.b_errors else 1
 

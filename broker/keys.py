@@ -211,6 +211,19 @@ class Keys:
         """Hash of which virtual key owns each file and batch: object id → the key's hash."""
         return f"{self.prefix}:owners"
 
+    def team(self, team_id: str) -> str:
+        """A team's record (JSON): its alias, weight and metadata."""
+        return f"{self.prefix}:team:{team_id}"
+
+    def teams(self) -> str:
+        """Set of every team id."""
+        return f"{self.prefix}:teams"
+
+    def auth_failures(self, address: str) -> str:
+        """Failed authentications from one client address (INCR; expires a window after the
+        first)."""
+        return f"{self.prefix}:authfail:{address}"
+
     def shares(self) -> str:
         """Hash of each API process's fair-share view: process → JSON of each group's keys'
         requests in flight and waiting (for `inferq status`)."""

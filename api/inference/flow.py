@@ -165,12 +165,12 @@ def store_answer(gw: Gateway, job: Job, cache: CachePlan, deltas: list[Reply], d
 
 async def _start_live(request: Request, gw: Gateway, job: Job, cache: CachePlan | None) -> Started:
     job = await _with_live_worker(gw, job)
-    record = principal_of(request.scope).record
-    if record is None:
-        return await _run_live(request, gw, job, cache)
+    principal = principal_of(request.scope)
+    if principal.record is None:
+        return await _run_live(request, gw, job, cache)  # the operator is not held back
     ticket = await gw.fair.enter(
-        job.group, record.key_id, slots=gw.live.slots.get(job.group, 1),
-        priority=record.priority, wait_s=job.deadline - time.time(),
+        job.group, principal.record.key_id, slots=gw.live.slots.get(job.group, 1),
+        weight=principal.weight, wait_s=job.deadline - time.time(),
         limit=gw.config.fabric.queue_limit,
     )  # fmt: skip
     try:

@@ -79,13 +79,8 @@ async def _messages(request: Request) -> Response:
 
 
 def anthropic_error(exc: GatewayError) -> Response:
-    body = {"type": "error", "error": {"type": exc.type, "message": exc.message}}
-    return Response(
-        orjson.dumps(body),
-        status_code=exc.status,
-        media_type="application/json",
-        headers=exc.headers,
-    )
+    """The error in Anthropic's format."""
+    return exc.anthropic_response()
 
 
 # ---- Anthropic request → OpenAI chat body -----------------------------------------------------

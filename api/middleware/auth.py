@@ -7,6 +7,7 @@ was wrong (unknown, expired, revoked), and no key or part of one is ever logged 
 
 import asyncio
 import hmac
+from contextlib import suppress
 from typing import Any
 
 from starlette.requests import cookie_parser
@@ -21,6 +22,8 @@ from inferq.api.tenants.cache import KeyCache, expired
 from inferq.api.tenants.guard import PermissionDenied
 from inferq.api.tenants.principal import MASTER, Principal, set_principal
 from inferq.api.tenants.throttle import AuthThrottle
+from inferq.broker.errors import BrokerError
+from inferq.broker.tenants.limits import count_auth_failure
 from inferq.broker.tenants.vkeys import KEY_PREFIX, hash_key
 
 # Probes must work without a key (container healthchecks, load balancers).
@@ -28,7 +31,8 @@ OPEN_PATHS = frozenset({"/health/liveliness", "/health/liveness", "/health/readi
 # The dashboard's pages answer a browser that has no key yet themselves (with a login form).
 DASHBOARD_PAGES = frozenset({"/ui", "/ui/login", "/ui/logout"})
 # Routes for the master key and admin keys only (a key reads its own record at /key/info).
-_ADMIN_PREFIXES = ("/key/", "/ui/", "/metrics", "/health")
+_ADMIN_PREFIXES = ("/key/", "/team/", "/ui/", "/metrics", "/health")
+_ANTHROPIC_PREFIX = "/v1/messages"
 _KEY_PREFIX = KEY_PREFIX.encode()
 _KEY_MAX = 256
 _INVALID = "Invalid API key."
@@ -65,31 +69,75 @@ class KeyAuth:
                     await self.app(scope, receive, send)
                     return
             else:
-                error = found
-                delay = self.throttle.failed(address)
-                if delay:
-                    await asyncio.sleep(delay)
+                error = await self._failed(scope, address) or found
         # The presented key is never logged: the line has the request id, path and status.
-        await finish_response(scope, error.response(), error.type)(scope, receive, send)
+        # The Messages routes answer every error in Anthropic's format, these too.
+        anthropic = path.startswith(_ANTHROPIC_PREFIX)
+        response = error.anthropic_response() if anthropic else error.response()
+        await finish_response(scope, response, error.type)(scope, receive, send)
+
+    async def _failed(self, scope: Scope, address: str) -> GatewayError | None:
+        """Count a failed authentication here and for every process; hold the answer back
+        as the count says, and return the 429 once the address is refused."""
+        shared = None
+        gw = _gateway(scope)
+        if gw is not None:
+            window = self.throttle.window
+            with suppress(BrokerError):  # Redis away: this process's count still holds
+                shared = await count_auth_failure(gw.redis, gw.keys, address, window)
+        delay = self.throttle.failed(address, shared)
+        if shared is not None and shared > self.throttle.refuse_after:
+            return self.throttle.refused(address)  # refused already, through other processes
+        if delay:
+            await asyncio.sleep(delay)
+        return None
 
     async def _principal(self, scope: Scope, master: str, path: str) -> Principal | AuthError:
         headers = scope["headers"]
         presented = _presented_key(headers)
         if presented is None:
-            return check(headers, master, dashboard=path.startswith("/ui/")) or MASTER
+            dashboard = path.startswith("/ui/")
+            if dashboard and (login := await dashboard_login(scope, master)) is not None:
+                return login
+            return check(headers, master, dashboard=dashboard) or MASTER
         if hmac.compare_digest(presented, master.encode()):
             return MASTER
-        cache = _cache(scope)
-        if cache is None or not presented.startswith(_KEY_PREFIX) or len(presented) > _KEY_MAX:
+        found = await virtual_key(scope, presented)
+        if found is None or found.record is None:
             return AuthError(_INVALID, code="invalid_api_key")
-        token = hash_key(presented)
-        found = cache.cached(token)
-        if found is _MISSING:
-            found = await cache.lookup(token)
-        if found is None or found.record is None or expired(found.record):
-            return AuthError(_INVALID, code="invalid_api_key")
-        cache.used[found.record.key_id] = 0.0  # stamped when flushed: no clock read per request
         return found
+
+
+async def virtual_key(scope: Scope, presented: bytes) -> Principal | None:
+    """The principal of a live virtual key (from this process's cache: no Redis round trip
+    for a key seen before); None when it is not one (unknown, revoked, expired)."""
+    cache = _cache(scope)
+    if cache is None or not presented.startswith(_KEY_PREFIX) or len(presented) > _KEY_MAX:
+        return None
+    return await _live(cache, hash_key(presented))
+
+
+async def dashboard_login(scope: Scope, master: str) -> Principal | None:
+    """Who the dashboard's login cookie is: the master key, or an admin virtual key that is
+    still live and still an admin key; None without a valid cookie."""
+    token = session.holder(_cookie(scope["headers"], session.COOKIE), master)
+    if token is None:
+        return None
+    if not token:
+        return MASTER
+    cache = _cache(scope)
+    found = None if cache is None else await _live(cache, token)
+    return found if found is not None and found.admin else None
+
+
+async def _live(cache: KeyCache, token: str) -> Principal | None:
+    found = cache.cached(token)
+    if found is _MISSING:
+        found = await cache.lookup(token)
+    if found is None or found.record is None or expired(found.record):
+        return None
+    cache.used[found.record.key_id] = 0.0  # stamped when flushed: no clock read per request
+    return found
 
 
 def _forbidden(principal: Principal, path: str) -> GatewayError | None:
@@ -98,9 +146,13 @@ def _forbidden(principal: Principal, path: str) -> GatewayError | None:
     return PermissionDenied("This key may not use this route (it needs an admin key).")
 
 
-def _cache(scope: Scope) -> KeyCache | None:
+def _gateway(scope: Scope) -> Any:
     app: Any = scope.get("app")
-    gw = getattr(getattr(app, "state", None), "gateway", None)
+    return getattr(getattr(app, "state", None), "gateway", None)
+
+
+def _cache(scope: Scope) -> KeyCache | None:
+    gw = _gateway(scope)
     return None if gw is None else gw.key_cache
 
 

@@ -2,7 +2,8 @@
 
 The page (`ui.html`, plain HTML and JavaScript, no build step) polls `GET /ui/data` every two
 seconds. A browser cannot send a Bearer header when it opens a page, so `POST /ui/login` takes
-the master key from a form once and answers with a cookie derived from it (`api/ops/session.py`).
+the master key (or an admin virtual key) from a form once and answers with a cookie derived from
+it (`api/ops/session.py`); an ordinary key is refused (403).
 """
 
 import datetime as dt
@@ -16,7 +17,7 @@ from urllib.parse import parse_qs
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from inferq.api.middleware.auth import check
+from inferq.api.middleware.auth import check, dashboard_login, virtual_key
 from inferq.api.ops import session
 from inferq.api.ops.observe import usage_between
 from inferq.api.state import CurrentConfig, Gateway, gateway
@@ -66,7 +67,7 @@ class Dashboard:
 
     async def page(self, request: Request) -> Response:
         """`GET /ui`: the dashboard, or the login form (401) without valid credentials."""
-        if not self._allowed(request):
+        if not await self._allowed(request):
             return self._login_page("", status=401)
         return HTMLResponse(self._page, headers=_HEADERS)
 
@@ -77,13 +78,23 @@ class Dashboard:
             return RedirectResponse("/ui", status_code=303, headers=_HEADERS)
         presented = await _form_field(request, "master_key")
         if not presented:
-            return self._login_page("Enter the master key.", status=401)
+            return self._login_page("Enter the master key or an admin key.", status=401)
+        token = ""
         if not hmac.compare_digest(presented.encode(), self._key.encode()):
-            return self._login_page("That is not the master key.", status=401)
+            found = await virtual_key(request.scope, presented.strip().encode())
+            if found is None or found.record is None:
+                return self._login_page("That is neither the master key nor an admin key.", 401)
+            if not found.admin:
+                return self._login_page(
+                    "That key is not an admin key: the dashboard needs the master key or a key "
+                    "made with role admin.",
+                    status=403,
+                )
+            token = found.record.token
         response = RedirectResponse("/ui", status_code=303, headers=_HEADERS)
         response.set_cookie(
             session.COOKIE,
-            session.issue(self._key),
+            session.issue(self._key, token=token),
             max_age=session.LIFETIME_S,
             path=session.PATH,
             httponly=True,
@@ -128,8 +139,10 @@ class Dashboard:
     def _key(self) -> str | None:
         return self._current.master_key
 
-    def _allowed(self, request: Request) -> bool:
-        return self._key is None or check(request.headers.raw, self._key, dashboard=True) is None
+    async def _allowed(self, request: Request) -> bool:
+        if self._key is None or check(request.headers.raw, self._key, dashboard=True) is None:
+            return True
+        return await dashboard_login(request.scope, self._key) is not None
 
     def _login_page(self, message: str, status: int) -> HTMLResponse:
         # `message` is one of this module's fixed sentences, never anything the client sent.
@@ -153,6 +166,7 @@ async def _keys_view(gw: Gateway, by_key: dict[str, dict[str, float]]) -> list[d
             "budget_duration": r.budget_duration, "requests_today": today.get("requests", 0),
             "cost_today": today.get("cost", 0.0), "last_used": used.get(r.key_id),
             "in_flight": sum(q[0] for q in queue), "waiting": sum(q[1] for q in queue),
+            "batch": sum(q[2] for q in queue),
         })  # fmt: skip
     return view
 

@@ -1,9 +1,10 @@
 """Key records held in each API process, so checking a key costs no Redis round trip.
 
-A record is loaded on first sight (one GET) and kept until a change to it is announced on the
-keys channel, which every API process hears within milliseconds: a revoked key is refused
-everywhere at once. Unknown keys are remembered too (as None) until a key is generated, so a
-client repeating a wrong key does not cost a GET each time. Pub/sub loses what is published
+A record is loaded on first sight (one GET; two for a key in a team, whose weight it takes) and
+kept until a change to it (or to its team) is announced on the keys channel, which every API
+process hears within milliseconds: a revoked key is refused everywhere at once. Unknown keys are
+remembered too (as None) until a key is generated, so a client repeating a wrong key does not
+cost a GET each time. Pub/sub loses what is published
 while a process is disconnected: as a safety net the cache compares the store's change counter
 every few seconds and drops everything when it moved without a message.
 """
@@ -19,7 +20,7 @@ from inferq.broker.connection import Redis
 from inferq.broker.errors import BrokerError
 from inferq.broker.keys import Keys
 from inferq.broker.subscriber import Subscriber
-from inferq.broker.tenants import vkeys
+from inferq.broker.tenants import teams, vkeys
 from inferq.broker.tenants.vkeys import KeyRecord
 
 log = logging.getLogger("inferq.api")
@@ -71,7 +72,9 @@ class KeyCache:
             pass
         generation = self._generation
         record = await vkeys.load(self._redis, self._keys, token)
-        found = None if record is None else Principal(record)
+        found = None
+        if record is not None:
+            found = Principal(record, await teams.weight_of(self._redis, self._keys, record))
         if generation == self._generation:
             if len(self._records) >= _MAX_ENTRIES:
                 self._records.clear()
@@ -90,6 +93,13 @@ class KeyCache:
     def _changed(self, data: bytes) -> None:
         token = data.decode(errors="replace")
         self._generation += 1
+        if token.startswith(teams.TEAM_MESSAGE):  # a team's weight changed: its keys reload
+            team = token.removeprefix(teams.TEAM_MESSAGE)
+            self._records = {
+                t: p for t, p in self._records.items()
+                if p is None or p.record is None or p.record.team_id != team
+            }  # fmt: skip
+            return
         self._records.pop(token, None)
         # A newly generated key may have been looked up (and remembered as unknown) before.
         if any(r is None for r in self._records.values()):

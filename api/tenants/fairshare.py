@@ -1,6 +1,6 @@
 """A fair share of each model group between keys, by admission: each key may have only a few
-jobs more than the group has slots queued or running at once (times its priority); the rest of
-its requests wait here, in the API, in arrival order.
+jobs more than the group has slots queued or running at once (times its weight: its priority
+times its team's); the rest of its requests wait here, in the API, in arrival order.
 
 A group's stream is one FIFO queue, served in arrival order whoever asked: a key that sends
 2,000 requests at once would put 2,000 jobs ahead of everyone else's. Held back here, the
@@ -9,23 +9,20 @@ jobs, not after the backlog; and since each key keeps the group's slots busy plu
 queued, the backend stays as busy as before while one key is alone.
 
 Counted per API process, with nothing awaited on the path of a key under its share (a dict
-update); with N API processes, a key may have up to N shares in the stream. Requests waiting
-here count against the group's `queue_limit` like jobs in the stream (429 `queue_full` past
-it). The master key's requests are not held back: they are the operator's own.
+update). Across API processes: each learns once a second (from the views they all write for
+`inferq status`, broker/tenants/shares.py) on how many processes a key has work on a group, and
+admits only its part of the key's share there, so a key spread over N processes still holds one
+share of the stream (for up to a second after it spreads, up to N). Requests waiting here
+count against the group's `queue_limit` like jobs in the stream (429 `queue_full` past it).
+The master key's requests are not held back: they are the operator's own.
 """
 
 import asyncio
-import math
 from collections import deque
 from dataclasses import dataclass
 
 from inferq.api.errors import GatewayError, GatewayTimeout
-
-# Queued jobs a key may have beyond the group's slots, as a share of them: enough that a slot
-# freed by one of its jobs finds the next waiting in the stream, so the backend never idles
-# between them (measured: 0.5 left a 4-slot backend 82-96 % busy, 1.0 kept it 96 % busy while
-# another key waited 2.4x its idle latency, bench/fairness.py).
-_EXTRA_SHARE = 1.0
+from inferq.broker.tenants.shares import fair_cap
 
 
 @dataclass
@@ -34,7 +31,6 @@ class Ticket:
 
     group: str
     key: str
-    cap: int
 
 
 class FairShare:
@@ -44,22 +40,32 @@ class FairShare:
         self._flight: dict[tuple[str, str], int] = {}
         self._waiting: dict[tuple[str, str], deque[asyncio.Future[None]]] = {}
         self._group_waiting: dict[str, int] = {}
+        self._basis: dict[tuple[str, str], tuple[int, int]] = {}  # slots, weight (last seen)
+        self._spread: dict[tuple[str, str], int] = {}  # API processes carrying a key's work
 
-    @staticmethod
-    def cap(slots: int, priority: int = 1) -> int:
-        """Jobs a key of `priority` may have in flight on a group of `slots` slots."""
-        slots = max(slots, 1)
-        return (slots + max(1, math.ceil(slots * _EXTRA_SHARE))) * max(priority, 1)
+    def cap(self, group: str, key: str) -> int:
+        """Jobs the key may have in flight on the group through this process now: its share
+        divided between the processes that carry its work there."""
+        slots, weight = self._basis.get((group, key), (1, 1))
+        return fair_cap(slots, weight, self._spread.get((group, key), 1))
+
+    def set_spread(self, spread: dict[tuple[str, str], int]) -> None:
+        """On how many API processes each (group, key) has work now (missing: only here);
+        requests waiting for a share that grew are let in."""
+        self._spread = spread
+        for at in list(self._waiting):
+            self._wake(at, self._flight.get(at, 0))
 
     async def enter(
-        self, group: str, key: str, *, slots: int, priority: int, wait_s: float, limit: int | None
+        self, group: str, key: str, *, slots: int, weight: int, wait_s: float, limit: int | None
     ) -> Ticket:
         """A place for one job of `key` on `group`, waiting (at most `wait_s` seconds) while
         the key has its share in flight; 429 when `limit` requests wait for the group."""
-        ticket = Ticket(group, key, self.cap(slots, priority))
+        ticket = Ticket(group, key)
         at = (group, key)
+        self._basis[at] = (slots, weight)
         flight = self._flight.get(at, 0)
-        if flight < ticket.cap and not self._waiting.get(at):
+        if flight < self.cap(group, key) and not self._waiting.get(at):
             self._flight[at] = flight + 1
             return ticket
         held = self._group_waiting.get(group, 0)
@@ -83,7 +89,7 @@ class FairShare:
             ) from None
         except BaseException:
             if waiter.done() and not waiter.cancelled():
-                self._leave(at, ticket.cap)  # admitted as it was cancelled: give it back
+                self._leave(at)  # admitted as it was cancelled: give it back
             else:
                 self._drop(at, waiter)
             raise
@@ -93,11 +99,15 @@ class FairShare:
 
     def leave(self, ticket: Ticket) -> None:
         """The ticket's job ended: its room goes to the key's next waiting request."""
-        self._leave((ticket.group, ticket.key), ticket.cap)
+        self._leave((ticket.group, ticket.key))
 
-    def _leave(self, at: tuple[str, str], cap: int) -> None:
-        flight = self._flight.get(at, 1) - 1
+    def _leave(self, at: tuple[str, str]) -> None:
+        self._wake(at, self._flight.get(at, 1) - 1)
+
+    def _wake(self, at: tuple[str, str], flight: int) -> None:
+        """Admit the key's waiting requests while it has room; `flight` is its count now."""
         waiting = self._waiting.get(at)
+        cap = self.cap(*at)
         while waiting and flight < cap:
             waiter = waiting.popleft()
             if not waiter.done():
@@ -109,6 +119,8 @@ class FairShare:
             self._flight[at] = flight
         else:
             self._flight.pop(at, None)
+            if at not in self._waiting:
+                self._basis.pop(at, None)
 
     def _drop(self, at: tuple[str, str], waiter: asyncio.Future[None]) -> None:
         waiting = self._waiting.get(at)

@@ -23,7 +23,7 @@ from inferq.broker.keys import Keys
 from inferq.broker.messages import Job
 from inferq.broker.tenants import limits
 from inferq.broker.tenants.access import NotPermitted, restrict
-from inferq.broker.tenants.shares import write_shares
+from inferq.broker.tenants.shares import read_views, spread, write_shares
 from inferq.broker.tenants.vkeys import KeyRecord
 from inferq.config import GatewayConfig
 
@@ -102,10 +102,10 @@ class Guard:
         if over is None or record.max_budget is None:
             return
         spent, resets = over
-        when = f"; it resets in {math.ceil(resets - time.time())} s" if resets else ""
-        headers = {"retry-after": str(max(1, math.ceil(resets - time.time())))} if resets else {}
+        now = time.time()
+        headers = {"retry-after": str(max(1, math.ceil(resets - now)))} if resets else {}
         raise GatewayError(
-            f"This key has spent ${spent:.6f} of its ${record.max_budget:g} budget{when}.",
+            limits.budget_message(record, spent, resets, now=now),
             status=429,
             type="budget_exceeded",
             code="budget_exceeded",
@@ -181,10 +181,13 @@ class Guard:
         self.over_budget = over
 
     async def _show_shares(self) -> None:
+        """Write this process's fair-share view, and learn from the others' on how many
+        processes each key's work is spread."""
         view = self._fair.snapshot()
         if view or self._shown:
             await write_shares(self._redis, self._keys, self._process, view)
             self._shown = bool(view)
+        self._fair.set_spread(spread(await read_views(self._redis, self._keys), self._process))
 
     async def _run(self) -> None:
         while True:

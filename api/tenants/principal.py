@@ -15,6 +15,7 @@ class Principal:
     """The authenticated caller; `record` is None for the master key (or an open gateway)."""
 
     record: KeyRecord | None = None
+    weight: int = 1  # share of a backend: the key's priority times its team's
 
     @cached_property
     def admin(self) -> bool:

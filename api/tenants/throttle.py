@@ -1,8 +1,10 @@
 """Failed authentications per client address: slowed after a few, refused for a while after
 many, so guessing keys is slow, while other addresses are served as usual.
 
-Counted per API process (a guesser spread over several processes gets each one's allowance;
-every one of them still slows and refuses it), with nothing awaited on the success path.
+Counted in each API process and, on the failure path only, in Redis for every API process
+(broker/tenants/limits.py): a failure's shared count is the most of both, so a guesser spread
+over several processes gets one allowance between them. Nothing is awaited on the success path;
+a process that has not yet seen an address fail refuses it at its first failure there.
 """
 
 import math
@@ -45,13 +47,15 @@ class AuthThrottle:
             headers={"retry-after": str(wait)},
         )
 
-    def failed(self, address: str) -> float:
-        """Count a failure; returns how long to hold the answer back (seconds)."""
+    def failed(self, address: str, shared: int | None = None) -> float:
+        """Count a failure (`shared`: the count every process agrees on, with this one, when
+        Redis answered); returns how long to hold the answer back (seconds)."""
         now = time.monotonic()
         if len(self._failures) >= _MAX_ADDRESSES:
             self._failures = {a: v for a, v in self._failures.items() if now - v[1] < self.window}
         count, start = self._count(address, now)
-        self._failures[address] = (count + 1, start)
-        if count + 1 <= self.slow_after:
+        count = max(count + 1, shared or 0)
+        self._failures[address] = (count, start)
+        if count <= self.slow_after:
             return 0.0
-        return min(2.0, 0.1 * (count + 1 - self.slow_after))
+        return min(2.0, 0.1 * (count - self.slow_after))

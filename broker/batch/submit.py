@@ -8,6 +8,12 @@ and the jobs' durable records. Running a submission again skips requests that al
 result (it yields the stored one) or are still in flight (it waits for them), so a client that
 crashed or was interrupted loses nothing and recomputes nothing.
 
+Under a virtual key the batch lane is shared fairly: the submission keeps at most its key's fair
+share of each group's batch slots queued or running there (broker/tenants/shares.py, times the
+key's weight), so another key's batch job waits behind a few of its jobs, not behind its
+backlog; and once the key's budget is spent, the requests not yet queued end with
+`budget_exceeded` (those already queued finish).
+
     submitter = Submitter(redis, Keys(config.fabric.key_prefix), config)
     requests = [BatchRequest("q1", JobKind.CHAT, {"model": "local-model", "messages": [...]})]
     async for outcome in submitter.run("nightly-2026-11-27", requests, window=64):
@@ -19,12 +25,13 @@ import hashlib
 import math
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
 from inferq.broker.bodies import backend_fields, check_body
 from inferq.broker.connection import Redis, is_cluster, translate_errors
-from inferq.broker.errors import InvalidBody
+from inferq.broker.errors import BrokerError, InvalidBody
 from inferq.broker.jobs.queue import ensure_group
 from inferq.broker.jobs.results import (
     SUBMISSION_ID,
@@ -42,7 +49,9 @@ from inferq.broker.keys import JOB_FIELD, Keys, beside
 from inferq.broker.messages import ErrorInfo, Job, JobKind, Lane
 from inferq.broker.replicas import ReplicaAcks, confirm
 from inferq.broker.scripts import LuaScript
+from inferq.broker.tenants import limits, teams
 from inferq.broker.tenants.access import NotPermitted, restrict
+from inferq.broker.tenants.shares import BATCH_VIEW, fair_cap, write_shares
 from inferq.broker.tenants.vkeys import KeyRecord
 from inferq.config import GatewayConfig
 from inferq.config.errors import NoUsableGroup, RouteError, UnknownModel
@@ -116,6 +125,8 @@ class _Collector:
     submission: str
     stop: asyncio.Event | None
     pending: dict[str, str] = field(default_factory=dict)  # job id → custom_id
+    group_of: dict[str, str] = field(default_factory=dict)  # job id → group (under a key)
+    per_group: dict[str, int] = field(default_factory=dict)  # jobs awaited per group
     cursor: str = "0-0"
     interrupted: bool = False  # stopped before every request was submitted
 
@@ -142,6 +153,9 @@ class _Collector:
         out = []
         for entry in wanted:
             custom_id = self.pending.pop(entry.job)
+            group = self.group_of.pop(entry.job, None)
+            if group is not None:
+                self.per_group[group] -= 1
             out.append(stored[entry.job] or expired(self.submission, entry.job, custom_id))
         return out
 
@@ -157,6 +171,10 @@ class Submitter:
         self._config = config
         self._tenant = tenant  # the virtual key the work runs under (None: the operator's)
         self._groups: set[str] = set()  # groups whose streams this submitter has ensured
+        self._weight = tenant.priority if tenant else 1  # with its team's, from `run`
+        self._over_budget: ErrorInfo | None = None  # set once the key's budget is spent
+        self._ticked = 0.0  # when the budget was last read and the view last written
+        self._shown = ""  # the name this run's fair-share view is written under
 
     async def run(
         self,
@@ -174,15 +192,54 @@ class Submitter:
         if window < 1:
             raise ValueError("window must be at least 1")
         collector = _Collector(self._redis, self._keys, submission_id, stop)
-        async for outcome in self._submit_all(submission_id, requests, collector, window):
-            yield outcome
-        if not collector.interrupted:
-            await mark(self._redis, self._keys, submission_id, "closed", self._ttl)
-        while collector.pending and not collector.stopped:
-            for outcome in await collector.collect(_WAIT_MS):
+        if self._tenant is not None:
+            self._weight = await teams.weight_of(self._redis, self._keys, self._tenant)
+            self._shown = f"{BATCH_VIEW}{submission_id}"
+            await self._tick(collector)  # a key over its budget queues nothing
+        try:
+            async for outcome in self._submit_all(submission_id, requests, collector, window):
                 yield outcome
-        for outcome in await collector.collect(None):
-            yield outcome
+            if not collector.interrupted:
+                await mark(self._redis, self._keys, submission_id, "closed", self._ttl)
+            while collector.pending and not collector.stopped:
+                await self._tick(collector)
+                for outcome in await collector.collect(_WAIT_MS):
+                    yield outcome
+            for outcome in await collector.collect(None):
+                yield outcome
+        finally:
+            if self._shown:
+                with suppress(BrokerError):
+                    await write_shares(self._redis, self._keys, self._shown, {})
+
+    def _cap(self, group: str) -> int | None:
+        """Jobs this submission may have queued or running on `group`: its key's fair share
+        of the batch slots the config gives the group (None: the operator's, no cap)."""
+        if self._tenant is None:
+            return None
+        fabric = self._config.fabric
+        deployments = self._config.groups.get(group, ())
+        slots = sum(fabric.batch_slots(d.max_parallel_requests) for d in deployments)
+        return fair_cap(slots, self._weight)
+
+    async def _tick(self, collector: _Collector) -> None:
+        """Once a second under a key: read its spend against its budget, and write this
+        submission's share of each group for `inferq status`."""
+        tenant = self._tenant
+        now = time.time()
+        if tenant is None or now - self._ticked < 1.0:
+            return
+        self._ticked = now
+        if tenant.max_budget is not None and self._over_budget is None:
+            over = await limits.over_budget(self._redis, self._keys, tenant, now)
+            if over is not None:
+                self._over_budget = ErrorInfo(
+                    status=429, type="budget_exceeded", code="budget_exceeded",
+                    message=limits.budget_message(tenant, *over, now=now)
+                    + " This request was not run.",
+                )  # fmt: skip
+        view = {g: {tenant.key_id: [n, 0]} for g, n in collector.per_group.items() if n}
+        await write_shares(self._redis, self._keys, self._shown, view)
 
     async def _submit_all(
         self,
@@ -197,6 +254,7 @@ class Submitter:
         last_look = time.monotonic()
         async for request in _each(requests):
             while len(collector.pending) >= window and not collector.stopped:
+                await self._tick(collector)
                 for outcome in await collector.collect(_WAIT_MS):
                     yield outcome
             if collector.stopped:
@@ -210,6 +268,7 @@ class Submitter:
                 yield outcome
             if time.monotonic() - last_look > 0.1:  # pick up results as they come
                 last_look = time.monotonic()
+                await self._tick(collector)
                 for outcome in await collector.collect(None):
                     yield outcome
 
@@ -223,9 +282,15 @@ class Submitter:
         except (InvalidBody, RouteError) as exc:
             yield await self._refuse(submission_id, job_id, request, _refusal(exc))
             return
-        if job.group not in self._groups:
-            await ensure_group(self._redis, self._keys, job.group)
-            self._groups.add(job.group)
+        await self._ensure(job.group)
+        cap = self._cap(job.group)
+        async for outcome in self._await_share(job.group, cap, collector):
+            yield outcome
+        if collector.interrupted:
+            return
+        if self._over_budget is not None:
+            yield await self._refuse(submission_id, job_id, request, self._over_budget)
+            return
         while True:
             status = await self._enqueue(job)
             if status != _FULL:
@@ -249,6 +314,28 @@ class Submitter:
             yield await self._refuse(submission_id, job_id, request, error)
         else:
             collector.pending[job_id] = request.custom_id
+            if cap is not None:
+                collector.group_of[job_id] = job.group
+                collector.per_group[job.group] = collector.per_group.get(job.group, 0) + 1
+
+    async def _ensure(self, group: str) -> None:
+        """The group's streams exist (looked at once per submitter)."""
+        if group not in self._groups:
+            await ensure_group(self._redis, self._keys, group)
+            self._groups.add(group)
+
+    async def _await_share(
+        self, group: str, cap: int | None, collector: _Collector
+    ) -> AsyncIterator[Outcome]:
+        """While the key has its fair share of the group's batch slots, wait for one of its
+        jobs there to end, yielding what finishes (stops early when the caller asks)."""
+        while cap is not None and collector.per_group.get(group, 0) >= cap:
+            if collector.stopped:
+                collector.interrupted = True
+                return
+            await self._tick(collector)
+            for outcome in await collector.collect(_WAIT_MS):
+                yield outcome
 
     def _job(self, submission_id: str, job_id: str, request: BatchRequest) -> Job:
         """The batch job for a request, routed as the API routes it; raises InvalidBody or

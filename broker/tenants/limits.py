@@ -1,6 +1,8 @@
 """Per-key limits shared by every API process: requests and tokens per minute, requests in
 flight, and spend per budget period.
 
+Failed authentications per client address are counted here too, on the failure path only.
+
 Only keys that have a limit pay for this: admission is one script call (one round trip) for
 them, and nothing for a key without limits. Spend is added in batches (once a second by each
 API process, and by workers for batch jobs) and read in the background, never per request.
@@ -13,6 +15,7 @@ from typing import Any
 from inferq.broker.connection import Redis, translate_errors
 from inferq.broker.keys import Keys
 from inferq.broker.scripts import LuaScript
+from inferq.broker.tenants.vkeys import KeyRecord
 
 # KEYS: the minute's window hash, the running set. ARGV: now, rpm, tpm, parallel (-1: none),
 # job id, job deadline. Returns "ok", or the name of the limit that refused.
@@ -109,3 +112,34 @@ async def read_spend(
             pipe.get(keys.key_spend(key_id, period))
         raws: Any = await pipe.execute()
     return {w: float(r or 0) for w, r in zip(wanted, raws, strict=True)}
+
+
+async def over_budget(
+    redis: Redis, keys: Keys, record: KeyRecord, now: float
+) -> tuple[float, float | None] | None:
+    """`(spent, resets)` when the key has spent its budget for the period at `now` (resets:
+    when the period ends, None: never), else None."""
+    if record.max_budget is None:
+        return None
+    period, resets = record.period(now)
+    spent = (await read_spend(redis, keys, [(record.key_id, period)]))[(record.key_id, period)]
+    return (spent, resets) if spent >= record.max_budget else None
+
+
+def budget_message(record: KeyRecord, spent: float, resets: float | None, *, now: float) -> str:
+    """What a client is told when the key's budget is spent (no key, no hash in it)."""
+    when = f"; it resets in {math.ceil(resets - now)} s" if resets else ""
+    return f"This key has spent ${spent:.6f} of its ${record.max_budget:g} budget{when}."
+
+
+async def count_auth_failure(redis: Redis, keys: Keys, address: str, window: float) -> int:
+    """Count one failed authentication from `address`, shared by every API process, in a
+    window of `window` seconds from its first failure; returns the count so far (one round
+    trip, paid only by failures)."""
+    name = keys.auth_failures(address)
+    async with translate_errors():
+        pipe = redis.pipeline(transaction=True)
+        pipe.incr(name)
+        pipe.expire(name, math.ceil(window), nx=True)
+        count, _ = await pipe.execute()
+    return int(count)

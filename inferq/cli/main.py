@@ -222,7 +222,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     submit.add_argument(
         "--key",
-        help="run the requests under this virtual key (its models, usage and budget)",
+        help="run the requests under this virtual key (its models, usage, budget and fair "
+        "share of each group's batch slots); checked before anything is queued",
     )
     submit.add_argument(
         "--cancel",

@@ -33,8 +33,13 @@ async def collect(config: GatewayConfig, redis_url: str) -> dict[str, Any]:
     result = status.as_dict({name: config.unavailable_reason(name) for name in config.groups})
     result["keys"] = {
         group: {
-            key_id: {"alias": aliases.get(key_id, ""), "in_flight": flight, "waiting": waiting}
-            for key_id, (flight, waiting) in per_key.items()
+            key_id: {
+                "alias": aliases.get(key_id, ""),
+                "in_flight": flight,
+                "waiting": waiting,
+                "batch": batch,
+            }
+            for key_id, (flight, waiting, batch) in per_key.items()
         }
         for group, per_key in shares.items()
     }
@@ -70,12 +75,13 @@ def _per_key(per_group: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
     """The queue per virtual key: jobs queued or running, and requests held back by its share."""
     if not any(per_group.values()):
         return []
-    head = f"{'group':<22}{'key':<14}{'alias':<20}{'in flight':>10}{'waiting':>9}"
+    head = f"{'group':<22}{'key':<14}{'alias':<20}{'in flight':>10}{'waiting':>9}{'batch':>7}"
     lines = ["", "queue per key", head, "-" * len(head)]
     for group, per_key in sorted(per_group.items()):
         for key_id, k in sorted(per_key.items(), key=lambda kv: -kv[1]["waiting"]):
             lines.append(
                 f"{group:<22}{key_id:<14}{k['alias'][:19]:<20}{k['in_flight']:>10}{k['waiting']:>9}"
+                f"{k['batch']:>7}"
             )
     return lines
 

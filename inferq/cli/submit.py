@@ -24,7 +24,8 @@ from inferq.broker.connection import Redis, connect
 from inferq.broker.errors import BrokerError
 from inferq.broker.keys import Keys
 from inferq.broker.ops.registry import live_workers
-from inferq.broker.tenants import vkeys
+from inferq.broker.tenants import limits, vkeys
+from inferq.broker.tenants.vkeys import KeyRecord
 from inferq.config import GatewayConfig
 from inferq.config.errors import RouteError
 
@@ -188,6 +189,8 @@ class _Run:
         loop.add_signal_handler(signal.SIGINT, self._interrupted)
         redis = connect(self.redis_url, max_connections=8)
         try:
+            keys = Keys(self.config.fabric.key_prefix)
+            tenant = await _usable_key(redis, keys, self.key) if self.key else None
             with self.out.open("ab") as out:
                 for line in todo:
                     if line.request is None:
@@ -195,8 +198,6 @@ class _Run:
                         bar.advance()
                 requests = [line.request for line in todo if line.request is not None]
                 await self._warn_idle(redis, requests)
-                keys = Keys(self.config.fabric.key_prefix)
-                tenant = await vkeys.usable(redis, keys, self.key) if self.key else None
                 submitter = Submitter(redis, keys, self.config, tenant)
                 async for outcome in submitter.run(
                     self.sid, requests, window=self.window, stop=self.stop
@@ -245,6 +246,17 @@ class _Run:
                 f"requests wait until one starts (inferq worker --group {group})",
                 file=sys.stderr,
             )
+
+
+async def _usable_key(redis: Redis, keys: Keys, key: str) -> KeyRecord:
+    """The key's record; ValueError (before anything is queued) when the key is unknown,
+    revoked or expired, or has spent its budget for the period."""
+    tenant = await vkeys.usable(redis, keys, key)
+    now = time.time()
+    over = await limits.over_budget(redis, keys, tenant, now)
+    if over is not None:
+        raise ValueError(f"{limits.budget_message(tenant, *over, now=now)} Nothing was queued.")
+    return tenant
 
 
 def _write(out: BinaryIO, item: dict[str, Any]) -> None:

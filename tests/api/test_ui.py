@@ -116,7 +116,10 @@ def test_the_dashboard_needs_the_master_key(fabric: Fabric) -> None:
     assert 'name="master_key"' in page.text and 'action="/ui/login"' in page.text
 
     wrong = httpx.post(base + "/ui/login", data={"master_key": "sk-not-it"})
-    assert wrong.status_code == 401 and "That is not the master key." in wrong.text
+    assert (
+        wrong.status_code == 401
+        and "That is neither the master key nor an admin key." in wrong.text
+    )
     assert "set-cookie" not in wrong.headers
 
     right = httpx.post(base + "/ui/login", data={"master_key": MASTER_KEY})
@@ -158,7 +161,9 @@ def test_the_dashboard_shows_what_the_api_reports(fabric: Fabric, tmp_path: Path
 
             page.get_by_label("Master key").fill("sk-wrong")
             page.get_by_role("button", name="Log in").click()
-            expect(page.get_by_test_id("login-error")).to_have_text("That is not the master key.")
+            expect(page.get_by_test_id("login-error")).to_have_text(
+                "That is neither the master key nor an admin key."
+            )
 
             page.get_by_label("Master key").fill(MASTER_KEY)
             page.get_by_role("button", name="Log in").click()

@@ -45,11 +45,20 @@ def test_a_malformed_cookie_is_refused_not_an_error() -> None:
 def test_the_login_form_checks_the_key() -> None:
     c = client(KEY)
     assert c.post("/ui/login", data={}).status_code == 401
-    assert "Enter the master key." in c.post("/ui/login", data={}).text
+    assert "Enter the master key or an admin key." in c.post("/ui/login", data={}).text
     good = c.post("/ui/login", data={"master_key": KEY})
     assert good.status_code == 303 and session.valid(good.cookies[session.COOKIE], KEY)
     out = c.post("/ui/logout")
     assert out.status_code == 303 and 'inferq_ui=""' in out.headers["set-cookie"]
+
+
+def test_a_key_login_names_its_key_and_cannot_be_moved_to_another() -> None:
+    token, other = "a" * 64, "b" * 64
+    cookie = session.issue(KEY, token=token)
+    assert session.holder(cookie, KEY) == token and not session.valid(cookie, KEY)
+    assert session.holder(cookie.replace(token, other), KEY) is None  # the signature covers it
+    assert session.holder(session.issue(KEY), KEY) == ""  # the master key's
+    assert page_with(cookie) == 401  # no key records here (no gateway): no such admin key
 
 
 def test_without_a_master_key_the_dashboard_is_open() -> None:
