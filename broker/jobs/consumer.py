@@ -129,8 +129,16 @@ class GroupConsumer:
         """Publish the terminal reply (if anyone listens) and store it as the job's result (if it
         asked for one), then acknowledge and delete the entry.
 
-        One MULTI: the acknowledgement never happens without the terminal message and result.
+        With a result to store, one MULTI: the acknowledgement never happens without the
+        terminal message and result. Without one (an interactive job), the same commands in
+        one write, ordered so that whatever prefix of them runs is safe: PUBLISH, then XDEL,
+        then XACK. Stopped after PUBLISH, the job is served again and its duplicate reply
+        dropped by sequence number; after XDEL, the entry is gone and a reclaim's XCLAIM
+        clears it from the pending list. None of them is refused when Redis is out of memory.
         """
+        if job is None or job.result_ttl is None:
+            await self._finish(delivery, job, reply)
+            return
         async with translate_errors():
             pipe = self._redis.pipeline(transaction=True)
             if job is not None and job.reply_to and reply is not None:
@@ -138,6 +146,20 @@ class GroupConsumer:
             if job is not None and reply is not None:
                 store(pipe, self._keys, job, reply, provider=self.provider)
             self._ack(pipe, delivery, job)
+            await pipe.execute()
+        await confirm(self._redis, self._keys, self.acks)
+
+    async def _finish(self, delivery: Delivery, job: Job | None, reply: Reply | None) -> None:
+        """`complete` for a job with no result record: three commands, no MULTI."""
+        stream = self._streams[delivery.lane]
+        async with translate_errors():
+            pipe = self._redis.pipeline(transaction=False)
+            if job is not None and job.reply_to and reply is not None:
+                pipe.publish(job.reply_to, reply.encode())
+            pipe.xdel(stream, delivery.entry_id)
+            pipe.xack(stream, CONSUMER_GROUP, delivery.entry_id)
+            if job is not None and job.stream:
+                pipe.delete(self._keys.progress(self.group, job.id))
             await pipe.execute()
         await confirm(self._redis, self._keys, self.acks)
 
