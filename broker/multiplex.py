@@ -152,6 +152,7 @@ class _Lane:
         self._conn: Connection | None = None
         self._task: asyncio.Task[None] | None = None
         self._read = 0  # replies read of the batch on the wire
+        self._timeout: float | None = None  # seconds a batch may take (the socket timeout)
 
     def start(self, batch: list[_Unit]) -> None:
         if not batch:
@@ -174,17 +175,25 @@ class _Lane:
         client = self._muxer._client
         if self._conn is None:
             self._conn = await client.connection_pool.get_connection()  # type: ignore[no-untyped-call]
+            # One deadline for the whole batch instead of one per write and per reply
+            # (redis-py's socket timeout runs the write as a task of its own).
+            self._timeout, self._conn.socket_timeout = self._conn.socket_timeout, None
         conn = self._conn
         packed = conn.pack_commands(args for unit in batch for args in unit.packed())
         for attempt in (1, 2):
             self._read = 0
             try:
-                await conn.send_packed_command(packed)
-                for unit in batch:
-                    if unit.transaction:
-                        await self._transaction(conn, unit)
-                    else:
-                        await self._pipeline(conn, unit)
+                async with asyncio.timeout(self._timeout):
+                    if not conn.is_connected:
+                        # connect() itself: a Sentinel connection asks where the primary is
+                        # now (sending on a closed connection would reopen the old address).
+                        await conn.connect()
+                    await conn.send_packed_command(packed)
+                    for unit in batch:
+                        if unit.transaction:
+                            await self._transaction(conn, unit)
+                        else:
+                            await self._pipeline(conn, unit)
                 return
             except _BROKEN as exc:
                 await conn.disconnect()
