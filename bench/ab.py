@@ -79,14 +79,14 @@ def one_round(tree: Path, seconds: float, n_latency: int) -> dict[str, float]:
         url = f"http://127.0.0.1:{api_port}/v1/chat/completions"
         lat = loadgen(url, stream=False, concurrency=1, seconds=60, requests=n_latency, tokens=16)
         ttft = loadgen(url, stream=True, concurrency=1, seconds=60, requests=n_latency, tokens=64)
+        sps = loadgen(url, stream=True, concurrency=32, seconds=seconds, requests=10**9,
+                      tokens=64)  # fmt: skip
         assert redis.process is not None
         pids = {"api": api.pid, "worker": worker.pid, "redis": redis.process.pid}
         before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         rps = loadgen(url, stream=False, concurrency=32, seconds=seconds, requests=10**9,
                       tokens=16)  # fmt: skip
         after = {name: cpu_seconds(pid) for name, pid in pids.items()}
-        sps = loadgen(url, stream=True, concurrency=32, seconds=seconds, requests=10**9,
-                      tokens=64)  # fmt: skip
     finally:
         for proc in reversed(procs):
             proc.terminate()
