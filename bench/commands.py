@@ -5,6 +5,8 @@ and one API, sends sequential non-stream requests and prints, per command, how m
 request cost. Background work (heartbeats, retry promotion, usage flushes, the live-worker
 view, idle blocking reads) is counted over an idle interval first and subtracted at its rate.
 Commands run inside a Lua script count too (Redis counts them), as does the EVALSHA itself.
+One XADD per request is the usage log (`<prefix>:usage:log`, one record per request, written
+once a second for all of them in one round trip): accounting, not the request's path.
 """
 
 import argparse
@@ -43,6 +45,7 @@ def per_request(
     started = time.monotonic()
     for _ in range(requests):
         send()
+    time.sleep(1.2)  # and the usage records of these requests are flushed
     elapsed = time.monotonic() - started
     loaded = commandstats(client)
     out: dict[str, float] = {}
