@@ -56,13 +56,14 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-# Three cases: the fabric's overhead (bench.run), priority lanes under a batch backlog, and
-# a fair share of a backend between keys (bench.fairness: one API process, two, and the batch
-# lane).
+# Four cases: the fabric's overhead (bench.run), priority lanes under a batch backlog, a fair
+# share of a backend between keys (bench.fairness: one API process, two, and the batch lane),
+# and 10,000 concurrent streams through one API process (bench.streams).
 bench: $(STAMP)
 	status=0; $(BIN)/python -m bench.run || status=1; \
 	$(BIN)/python -m bench.lanes || status=1; \
-	$(BIN)/python -m bench.fairness || status=1; exit $$status
+	$(BIN)/python -m bench.fairness || status=1; \
+	$(BIN)/python -m bench.streams || status=1; exit $$status
 
 # Not in CI: 2,000 requests under each random fault schedule (mixed, then mostly SIGKILLs of
 # workers mid-stream); lost and garbled must be 0 in both. SEED=n picks another schedule.

@@ -39,6 +39,9 @@ def run(
             log_level=log_level.lower(),
             timeout_graceful_shutdown=30,
             server_header=False,
+            # Thousands of clients may connect at once (bench.streams): a deep accept queue
+            # (the kernel caps it at net.core.somaxconn) instead of resets.
+            backlog=4096,
         )
     )
     server.run(sockets=[_shared_socket(host, port)] if reuse_port else None)

@@ -17,6 +17,7 @@ from inferq.api.tenants.fairshare import FairShare
 from inferq.api.tenants.guard import Guard
 from inferq.broker.connection import Redis
 from inferq.broker.errors import BrokerError
+from inferq.broker.jobs.admission import Admission
 from inferq.broker.jobs.cache import ResponseCache
 from inferq.broker.jobs.cancel import cancel
 from inferq.broker.jobs.replies import ReplyDispatcher
@@ -57,6 +58,7 @@ class Gateway:
     guard: Guard
     batch_driver: BatchDriver | None = None
     fair: FairShare = field(default_factory=FairShare)
+    admission: Admission = field(default_factory=Admission)  # what we know of queue depths
     _background: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property

@@ -36,6 +36,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from inferq.broker.errors import BrokerRefused, BrokerUnavailable
+from inferq.broker.multiplex import MultiplexedRedis
 
 Redis = aioredis.Redis
 PubSub = aioredis.client.PubSub
@@ -156,7 +157,8 @@ class _BlockingSentinelPool(SentinelConnectionPool, aioredis.BlockingConnectionP
 
 
 def connect(url: str, *, max_connections: int = 64, blocking_reads: bool = False) -> Redis:
-    """A client over a blocking pool: past `max_connections` callers wait, not fail.
+    """A client over a blocking pool: past `max_connections` callers wait, not fail. Its
+    commands are pipelined automatically over a few connections (`broker.multiplex`).
 
     `blocking_reads` drops the socket timeout for clients that issue blocking XREADGROUP.
     Connect attempts time out fast so an outage is reported within a second. A command is
@@ -179,7 +181,7 @@ def connect(url: str, *, max_connections: int = 64, blocking_reads: bool = False
     sentinel = SentinelURL.parse(url)
     if sentinel is None:
         pool = aioredis.BlockingConnectionPool.from_url(url, **options)
-        return aioredis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes it
+        return MultiplexedRedis.from_pool(pool)  # the client owns the pool: aclose() closes it
     manager = Sentinel(  # type: ignore[no-untyped-call]
         list(sentinel.hosts),
         sentinel_kwargs={
@@ -190,7 +192,7 @@ def connect(url: str, *, max_connections: int = 64, blocking_reads: bool = False
     )
     client: Redis = manager.master_for(
         sentinel.service,
-        redis_class=aioredis.Redis,
+        redis_class=MultiplexedRedis,
         connection_pool_class=_BlockingSentinelPool,
         db=sentinel.db,
         username=sentinel.username,

@@ -128,8 +128,13 @@ class DeploymentWorker:
                 backoff = min(backoff * 2, 2.0)
                 continue
             self._lanes.add(deliveries)
-            for delivery in self._lanes.take(free):
+            started = self._lanes.take(free)
+            for delivery in started:
                 self._start(delivery)
+            if started:
+                # Let the jobs send their backend requests before the next read goes to Redis
+                # (on a shared core, that write can hand the CPU to Redis first).
+                await asyncio.sleep(0)
         await self._drain()
         house.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -248,7 +248,8 @@ async def _submit(gw: Gateway, job: Job) -> ReplyStream:
     replies = gw.dispatcher.open(job.id)
     try:
         fabric = gw.config.fabric
-        await enqueue(gw.redis, gw.keys, job, fabric.queue_limit, ReplicaAcks.of(fabric))
+        acks = ReplicaAcks.of(fabric)
+        await enqueue(gw.redis, gw.keys, job, fabric.queue_limit, acks, admission=gw.admission)
     except QueueFull as exc:
         gw.dispatcher.close(job.id)
         raise GatewayError(

@@ -160,10 +160,18 @@ class GroupConsumer:
         """Publish the terminal reply (if anyone listens) and store it as the job's result (if it
         asked for one), then acknowledge and delete the entry.
 
-        One MULTI: the acknowledgement never happens without the terminal message and result.
+        With a result to store, one MULTI: the acknowledgement never happens without the
+        terminal message and result. Without one (an interactive job), the same commands in
+        one write, ordered so that whatever prefix of them runs is safe: PUBLISH, then XDEL,
+        then XACK. Stopped after PUBLISH, the job is served again and its duplicate reply
+        dropped by sequence number; after XDEL, the entry is gone and a reclaim's XCLAIM
+        clears it from the pending list. None of them is refused when Redis is out of memory.
         """
         if self._cluster:
             await self._end_apart(delivery, job, reply)
+            return
+        if job is None or job.result_ttl is None:
+            await self._finish(delivery, job, reply)
             return
         async with translate_errors():
             pipe = self._redis.pipeline(transaction=True)
@@ -193,6 +201,20 @@ class GroupConsumer:
             if dead is not None:
                 pipe.xadd(self._keys.dead(self.group), dead, maxlen=10_000, approximate=True)
             self._ack(pipe, delivery, job)
+            await pipe.execute()
+        await confirm(self._redis, self._keys, self.acks)
+
+    async def _finish(self, delivery: Delivery, job: Job | None, reply: Reply | None) -> None:
+        """`complete` for a job with no result record: three commands, no MULTI."""
+        stream = self._streams[delivery.lane]
+        async with translate_errors():
+            pipe = self._redis.pipeline(transaction=False)
+            if job is not None and job.reply_to and reply is not None:
+                pipe.publish(job.reply_to, reply.encode())
+            pipe.xdel(stream, delivery.entry_id)
+            pipe.xack(stream, CONSUMER_GROUP, delivery.entry_id)
+            if job is not None and job.stream:
+                pipe.delete(self._keys.progress(self.group, job.id))
             await pipe.execute()
         await confirm(self._redis, self._keys, self.acks)
 

@@ -11,6 +11,7 @@ from redis.exceptions import ResponseError
 
 from inferq.broker.connection import Redis, translate_errors
 from inferq.broker.errors import BrokerRefused, QueueFull
+from inferq.broker.jobs.admission import Admission
 from inferq.broker.keys import CONSUMER_GROUP, JOB_FIELD, Keys
 from inferq.broker.messages import Job, Lane
 from inferq.broker.replicas import NO_ACKS, ReplicaAcks, confirm
@@ -50,7 +51,7 @@ async def ensure_group(redis: Redis, keys: Keys, group: str) -> None:
 _ADMIT = LuaScript("""
 local depth = redis.call('XLEN', KEYS[1])
 if depth >= tonumber(ARGV[2]) then return {0, depth} end
-return {1, redis.call('XADD', KEYS[1], '*', ARGV[3], ARGV[1])}
+return {1, redis.call('XADD', KEYS[1], '*', ARGV[3], ARGV[1]), depth}
 """)
 
 
@@ -60,21 +61,30 @@ async def enqueue(
     job: Job,
     limit: int | None = None,
     acks: ReplicaAcks = NO_ACKS,
+    *,
+    admission: Admission | None = None,
 ) -> str:
     """Append a job to its group's stream for its lane; returns the entry id.
 
     With `limit`, refuses (QueueFull) when that lane already holds that many jobs, instead of
-    growing without bound or trimming work nobody has done. With `acks`, returns once that many
-    replicas have the job (or the wait timed out).
+    growing without bound or trimming work nobody has done; with `admission` too, the depth is
+    read only where the queue may be near its limit (see `broker.jobs.admission`). With
+    `acks`, returns once that many replicas have the job (or the wait timed out).
     """
     stream = keys.stream(job.group, job.lane)
     async with translate_errors():
-        if limit is None:
+        if limit is None or (admission and not admission.must_check(stream, limit)):
             entry = await redis.xadd(stream, {JOB_FIELD: job.encode()})
+            if admission and limit is not None:
+                admission.added(stream)
         else:
-            admitted, entry = await _ADMIT(redis, [stream], [job.encode(), limit, JOB_FIELD])
+            admitted, entry, *depth = await _ADMIT(
+                redis, [stream], [job.encode(), limit, JOB_FIELD]
+            )
             if not admitted:
                 raise QueueFull(job.group, int(entry), limit)
+            if admission and depth:
+                admission.checked(stream, int(depth[0]))
     await confirm(redis, keys, acks)
     return entry.decode() if isinstance(entry, bytes) else str(entry)
 

@@ -61,7 +61,8 @@ class FakeBackend:
 
     async def serve(self) -> asyncio.Server:
         """Start listening; returns the asyncio server."""
-        server = await asyncio.start_server(self._connection, self.host, self.port)
+        # A deep accept queue: the streams benchmark opens thousands of connections at once.
+        server = await asyncio.start_server(self._connection, self.host, self.port, backlog=4096)
         self.port = server.sockets[0].getsockname()[1]
         return server
 
@@ -373,10 +374,19 @@ def main() -> None:
     parser.add_argument(
         "--complete-delay", type=float, default=0.0, help="seconds a non-stream answer takes"
     )
+    parser.add_argument(
+        "--first-token-delay", type=float, default=0.0, help="seconds before a stream's first word"
+    )
+    parser.add_argument("--token-delay", type=float, default=0.0, help="seconds between words")
     args = parser.parse_args()
 
     async def run() -> None:
-        behaviour = Behaviour(tokens=args.tokens, complete_delay=args.complete_delay)
+        behaviour = Behaviour(
+            tokens=args.tokens,
+            complete_delay=args.complete_delay,
+            first_token_delay=args.first_token_delay,
+            token_delay=args.token_delay,
+        )
         backend = FakeBackend(port=args.port, behaviour=behaviour)
         server = await backend.serve()
         print(f"fake backend on {backend.api_base}", flush=True)
