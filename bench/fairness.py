@@ -10,35 +10,14 @@ backend's 0.2 s, so its latency is its time to first token. Run alone with
 """
 
 import argparse
-import json
-import os
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 
-from bench.run import BYPASS, CLIENT_CPU, FABRIC_CPU, KEY, pinned, wait_port
-from inferq.cli.local import EmbeddedRedis, free_port
-
-CONFIG = """
-model_list:
-  - model_name: bench
-    litellm_params:
-      model: openai/bench-model
-      api_base: http://127.0.0.1:{backend}/v1
-      api_key: dummy
-      max_parallel_requests: {slots}
-general_settings:
-  master_key: {key}
-inferq_settings:
-  key_prefix: bench
-  queue_limit: 100000
-  default_timeout: 600
-"""
+from bench.harness import KEY, Bench, Load, loadgen_cmd, parse_load
 
 TARGET_RATIO = 3.0
 TARGET_UTILISATION = 0.9
@@ -55,15 +34,6 @@ class Figures:
     served: int  # jobs finished while B was measured
     window_s: float
     b_errors: int
-
-
-def loadgen(url: str, key: str, *, concurrency: int, requests: int, duration: float) -> list[str]:
-    """The load generator's command line (non-stream, no warm-up)."""
-    return pinned(
-        CLIENT_CPU, sys.executable, "-m", "bench.loadgen", "--url", url, "--key", key,
-        "--concurrency", str(concurrency), "--requests", str(requests), "--duration",
-        str(duration), "--tokens", "16", "--warmup", "0", "--extra", BYPASS,
-    )  # fmt: skip
 
 
 def finished_jobs(base: str) -> float:
@@ -85,71 +55,38 @@ def main() -> int:
     parser.add_argument("--log-level", default="WARNING", help="of the API and the worker")
     args = parser.parse_args()
 
-    procs: list[subprocess.Popen[bytes]] = []
-    redis = EmbeddedRedis(cpus=FABRIC_CPU).start()
-    workdir = tempfile.TemporaryDirectory(prefix="inferq-bench-fair-")
-    try:
-        figures = run(args, redis.url, Path(workdir.name), procs)
-    finally:
-        for proc in reversed(procs):
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in procs:
-            proc.wait(10)
-        redis.stop()
-        workdir.cleanup()
+    with Bench(prefix="inferq-bench-fair-") as bench:
+        figures = run(args, bench)
     return report(figures, args)
 
 
-def run(
-    args: argparse.Namespace, redis_url: str, work: Path, procs: list[subprocess.Popen[bytes]]
-) -> Figures:
-    """Start the backend, a worker and the API (into `procs`), then measure both cases."""
-    backend_port, api_port = free_port(), free_port()
-    config = work / "bench.yaml"
-    config.write_text(CONFIG.format(backend=backend_port, key=KEY, slots=args.slots))
-    env = {**os.environ, "REDIS_URL": redis_url, "INFERQ_LOG_LEVEL": args.log_level}
-    backend = subprocess.Popen(
-        pinned(CLIENT_CPU, sys.executable, "-m", "tests.support.fake_backend",
-               "--port", str(backend_port), "--complete-delay", str(args.delay)),
-        stdout=subprocess.DEVNULL,
-    )  # fmt: skip
-    procs.append(backend)
-    wait_port(backend_port, backend, "fake backend")
-    procs.append(subprocess.Popen(
-        pinned(FABRIC_CPU, sys.executable, "-m", "inferq.cli", "worker",
-               "--config", str(config)), env=env,
-    ))  # fmt: skip
-    api = subprocess.Popen(
-        pinned(FABRIC_CPU, sys.executable, "-m", "inferq.cli", "api", "--config",
-               str(config), "--port", str(api_port)), env=env,
-    )  # fmt: skip
-    procs.append(api)
-    wait_port(api_port, api, "inferq api")
-    time.sleep(1.5)  # the API sees the worker's slots
-    base = f"http://127.0.0.1:{api_port}"
+def run(args: argparse.Namespace, bench: Bench) -> Figures:
+    """Start the backend, a worker and the API, then measure both cases."""
+    backend = bench.backend("--complete-delay", str(args.delay))
+    # 1.5 s to settle: the API sees the worker's slots before key A floods them.
+    gw = bench.inferq(backend, slots=args.slots, timeout=600, log_level=args.log_level, settle=1.5)
+    base = gw.base
     master = {"Authorization": f"Bearer {KEY}"}
     key_a = httpx.post(f"{base}/key/generate", json={"key_alias": "A"}, headers=master)
     key_b = httpx.post(f"{base}/key/generate", json={"key_alias": "B"}, headers=master)
     a, b = key_a.json()["key"], key_b.json()["key"]
-    url = f"{base}/v1/chat/completions"
+    url = gw.url
 
-    def measure_b() -> dict[str, float]:
+    def measure_b() -> Load:
         out = subprocess.run(
-            loadgen(url, b, concurrency=1, requests=args.n, duration=120),
+            loadgen_cmd(url, b, requests=args.n, duration=120, warmup=0),
             capture_output=True, check=True, text=True, timeout=300,
         ).stdout  # fmt: skip
-        result: dict[str, float] = json.loads(out)
-        return result
+        return parse_load(out)
 
     print("key B alone ...", flush=True)
     idle = measure_b()
     print(f"key A floods {args.flood} requests at once ...", flush=True)
-    flood = subprocess.Popen(
-        loadgen(url, a, concurrency=args.flood, requests=args.flood, duration=600),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    procs.append(flood)
+    flood = bench.spawn(
+        loadgen_cmd(url, a, concurrency=args.flood, requests=args.flood, duration=600, warmup=0),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     time.sleep(3.0)  # A's requests are all in by now, and its jobs hold every slot
     print("key B under A's backlog ...", flush=True)
     before, started = finished_jobs(base), time.monotonic()
@@ -158,13 +95,13 @@ def run(
     served = finished_jobs(base) - before
     flood.terminate()
     return Figures(
-        idle_ms=idle["total_p50"],
-        loaded_ms=loaded["total_p50"],
-        loaded_p99_ms=loaded["total_p99"],
+        idle_ms=idle.total_p50,
+        loaded_ms=loaded.total_p50,
+        loaded_p99_ms=loaded.total_p99,
         utilisation=served * args.delay / (args.slots * window),
         served=int(served),
         window_s=window,
-        b_errors=int(idle["error_count"] + loaded["error_count"]),
+        b_errors=idle.error_count + loaded.error_count,
     )
 
 
