@@ -90,6 +90,7 @@ def main() -> int:
     cases.add_arguments(parser)
     parser.add_argument("--litellm-venv", type=Path, default=DEFAULT_VENV)
     args = parser.parse_args()
+    measured = report.commit()  # before anything else can change the tree
     litellm_binary(args.litellm_venv)  # fail before starting anything
     opts = cases.options(args, cache_hit=False)
     with Bench(prefix="inferq-compare-") as bench:
@@ -104,7 +105,7 @@ def main() -> int:
     gateways = [inferq, litellm]
     soaked = report.soak(gateways)
     lines = [
-        *report.header(args.repeat),
+        *report.header(measured, args.repeat),
         f"LiteLLM {LITELLM_VERSION} proxy: 1 uvicorn worker, no database, same model list and "
         "master key; each gateway alone on CPU 1, backend and load generator on CPU 0",
         "",
@@ -118,9 +119,7 @@ def main() -> int:
         *(["", *soaked] if soaked else []),
     ]
     report.publish(lines, args.out, "compare")
-    title = (
-        f"make bench-compare, commit {report.commit()}: direct, inferq, LiteLLM {LITELLM_VERSION}"
-    )
+    title = f"make bench-compare, commit {measured}: direct, inferq, LiteLLM {LITELLM_VERSION}"
     for path in plots.write_all(targets, args.out, "compare", title):
         print(f"wrote {path}")
     errors = sum(r.errors for t in targets for r in t.runs)

@@ -28,11 +28,11 @@ def commit() -> str:
     return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
-def header(repeat: int) -> list[str]:
-    """When, what and under which load the run measured."""
+def header(measured: str, repeat: int) -> list[str]:
+    """When, what (`measured`: the commit when the run started) and under which load."""
     load1, load5, _ = os.getloadavg()
     return [
-        f"commit {commit()}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+        f"commit {measured}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
         f"{os.cpu_count()} cores, load average {load1:.1f} / {load5:.1f} (1 / 5 min), "
         f"{repeat} repetition(s), targets taking turns",
     ]

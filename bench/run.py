@@ -36,6 +36,7 @@ def main() -> int:
         help="also measure latency with a virtual key (no limits) and a limited one (issue 12)",
     )
     args = parser.parse_args()
+    measured = report.commit()  # before anything else can change the tree
     opts = cases.options(args, cache_hit=True)
     keyed: dict[str, float] = {}
     with Bench() as bench:
@@ -48,7 +49,7 @@ def main() -> int:
         if args.soak_minutes:
             cases.soak(inferq, args.soak_minutes)
     lines = [
-        *report.header(args.repeat),
+        *report.header(measured, args.repeat),
         "",
         *report.figures(targets),
         "",
@@ -66,7 +67,7 @@ def main() -> int:
         lines.append(f"{name:<42}{value - direct.median('latency_p50'):>8.2f}")
     lines.append("\nboth sides measured in one run; inferq = API + worker + Redis on CPU 1")
     report.publish(lines, args.out, "bench")
-    title = f"make bench, commit {report.commit()}: fake backend direct vs through inferq"
+    title = f"make bench, commit {measured}: fake backend direct vs through inferq"
     for path in plots.write_all(targets, args.out, "bench", title):
         print(f"wrote {path}")
     errors = sum(r.errors for t in targets for r in t.runs) + inferq.throughput_errors
