@@ -40,7 +40,7 @@ def header(measured: str, repeat: int) -> list[str]:
 
 def _cell(values: Sequence[float], digits: int = 2) -> str:
     med = statistics.median(values)
-    if len(values) == 1:
+    if min(values) == max(values):  # one round, or a figure taken once per run (memory)
         return f"{med:.{digits}f}"
     return f"{med:.{digits}f} [{min(values):.{digits}f}-{max(values):.{digits}f}]"
 
