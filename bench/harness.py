@@ -166,14 +166,11 @@ def parse_load(out: str) -> Load:
 def load(url: str, key: str, **case: Any) -> Load:
     """Run the load generator (on the client CPU unless `cpu` says otherwise) and wait for it."""
     duration = float(case.get("duration", 60))
-    out = subprocess.run(
-        loadgen_cmd(url, key, **case),
-        capture_output=True,
-        check=True,
-        text=True,
-        timeout=duration + 120,
-    ).stdout
-    return parse_load(out)
+    cmd = loadgen_cmd(url, key, **case)
+    run = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=duration + 120)
+    if run.returncode:
+        raise SystemExit(f"the load generator failed against {url}:\n{run.stderr[-2000:]}")
+    return parse_load(run.stdout)
 
 
 class Bench:

@@ -99,7 +99,12 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     # Warm up connections and caches before measuring.
     warm = Connection(url.hostname or "127.0.0.1", url.port or 80, url.path, headers)
     for _ in range(args.warmup):
-        await warm.request(body, args.stream)
+        try:
+            async with asyncio.timeout(30):
+                await warm.request(body, args.stream)
+        except Exception as exc:  # counted with the rest: a failed warm-up is a failure too
+            errors.append(f"warm-up: {str(exc)[:200]}")
+            warm.writer = None
     # The duration counts from here: a slow gateway's warm-up must not eat the measured time.
     started = time.perf_counter()
     deadline = started + args.duration
