@@ -54,7 +54,7 @@ class Target:
     runs: list[Figures] = field(default_factory=list)
     idle: Usage | None = None  # before any load
     after: Usage | None = None  # after every repetition
-    soak: list[tuple[float, float]] = field(default_factory=list)  # (minutes, RSS MB)
+    soak: list[tuple[float, dict[str, float]]] = field(default_factory=list)  # (min, MB each)
     throughput_errors: int = 0
 
     @property
@@ -129,17 +129,16 @@ def run_all(targets: Sequence[Target], opts: Options, repeat: int) -> None:
 
 def soak(t: Target, minutes: float, slice_s: float = 30.0) -> None:
     """Load `t` for `minutes` (c=32, non-stream and 64-token streams taking turns in slices of
-    `slice_s`), recording the RSS of all its processes before and after each slice."""
+    `slice_s`), recording the RSS of each of its processes before and after each slice."""
     procs = t.gateway.processes
-    start = Usage.now(procs)
-    t.soak = [(0.0, sum(start.rss.values()))]
+    t.soak = [(0.0, Usage.now(procs).rss)]
     slices = max(1, round(minutes * 60 / slice_s))
     print(f"memory soak of {t.name}: {slices} slices of {slice_s:g} s ...", flush=True)
     for i in range(slices):
         result = load(t.gateway.url, t.gateway.key, stream=bool(i % 2), concurrency=32,
                       duration=slice_s, tokens=64 if i % 2 else 16, warmup=0)  # fmt: skip
         t.throughput_errors += result.error_count
-        t.soak.append(((i + 1) * slice_s / 60, sum(Usage.now(procs).rss.values())))
+        t.soak.append(((i + 1) * slice_s / 60, Usage.now(procs).rss))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

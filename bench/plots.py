@@ -82,8 +82,9 @@ def soak(targets: Sequence[Target], path: Path, title: str) -> None:
     fig, ax = plt.subplots(figsize=(7, 4))
     for t in targets:
         if t.soak:
-            ax.plot(*zip(*t.soak, strict=True), marker=".", label=t.name,
-                    color=COLOURS.get(t.name))  # fmt: skip
+            minutes = [m for m, _ in t.soak]
+            total = [sum(mb.values()) for _, mb in t.soak]
+            ax.plot(minutes, total, marker=".", label=t.name, color=COLOURS.get(t.name))
     ax.set_xlabel("minutes of load (c=32)")
     ax.set_ylabel("RSS, all processes (MB)")
     ax.set_ylim(bottom=0)

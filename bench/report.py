@@ -114,10 +114,12 @@ def soak(gateways: Sequence[Target]) -> list[str]:
     for t in gateways:
         if not t.soak:
             continue
-        samples = ", ".join(f"{m:g} min {mb:.1f}" for m, mb in t.soak)
-        growth = t.soak[-1][1] - t.soak[0][1]
+        samples = ", ".join(f"{m:g} min {sum(mb.values()):.1f}" for m, mb in t.soak)
+        first, last = t.soak[0][1], t.soak[-1][1]
+        growth = sum(last.values()) - sum(first.values())
+        each = ", ".join(f"{name} {last[name] - first[name]:+.1f}" for name in first)
         lines.append(f"{t.name} memory soak ({t.soak[-1][0]:g} min at c=32, RSS of all its "
-                     f"processes, MB): {samples}; growth {growth:+.1f} MB")  # fmt: skip
+                     f"processes, MB): {samples}; growth {growth:+.1f} MB ({each})")  # fmt: skip
     return lines
 
 
