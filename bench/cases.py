@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.harness import Gateway, Load, load
+from bench.harness import WARMUP, Gateway, Load, load
 from bench.procstat import Usage
 
 DEFAULT_CONCURRENCY = (1, 4, 16, 32, 64)
@@ -102,7 +102,7 @@ def measure(gw: Gateway, opts: Options) -> tuple[Figures, int]:
         rps[c], errors = result.rate, errors + result.error_count
         if c == CPU_CASE and gw.processes:
             spent = Usage.now(gw.processes).cpu_since(before)
-            served = result.count + 50 + result.error_count  # the warm-up's 50 too
+            served = result.count + WARMUP + result.error_count  # the warm-up's too
             cpu_ms = {name: 1000 * s / served for name, s in spent.items()}
         result = load(gw.url, gw.key, stream=True, concurrency=c, duration=opts.duration,
                       tokens=64)  # fmt: skip

@@ -22,6 +22,7 @@ from inferq.cli.local import EmbeddedRedis, free_port, port_open
 
 KEY = "sk-bench"
 CLIENT_CPU, FABRIC_CPU = "0", "1"
+WARMUP = 50  # requests each load generator sends before it measures
 
 # The cache is on in `bench.run`'s deployment; the queue cases bypass it, the hit case uses it.
 BYPASS = json.dumps({"cache": {"no-cache": True, "no-store": True}})
@@ -136,7 +137,7 @@ def loadgen_cmd(
     requests: int = 10**9,
     tokens: int = 16,
     extra: str = BYPASS,
-    warmup: int = 50,
+    warmup: int = WARMUP,
     samples: bool = False,
     cpu: str | None = CLIENT_CPU,
 ) -> list[str]:
