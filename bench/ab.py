@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.run import BYPASS, CLIENT_CPU, CONFIG, FABRIC_CPU, KEY, pinned, wait_port
+from bench.harness import BYPASS, CLIENT_CPU, FABRIC_CPU, KEY, gateway_config, pinned, wait_port
 from inferq.cli.local import EmbeddedRedis, free_port
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -56,7 +56,7 @@ def one_round(tree: Path, seconds: float, n_latency: int) -> dict[str, float]:
     try:
         backend_port, api_port = free_port(), free_port()
         config = Path(workdir.name) / "bench.yaml"
-        config.write_text(CONFIG.format(backend=backend_port, key=KEY))
+        config.write_text(gateway_config(backend_port, cache=True))
         env = {**os.environ, "REDIS_URL": redis.url, "INFERQ_LOG_LEVEL": "WARNING"}
         backend = subprocess.Popen(
             pinned(CLIENT_CPU, sys.executable, "-m", "tests.support.fake_backend",

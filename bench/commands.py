@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import redis
 
-from bench.run import CONFIG, KEY, wait_port
+from bench.harness import KEY, gateway_config, wait_port
 from inferq.cli.local import EmbeddedRedis, free_port
 
 BYPASS = {"cache": {"no-cache": True, "no-store": True}}
@@ -69,7 +69,7 @@ def main() -> int:
     try:
         backend_port, api_port = free_port(), free_port()
         config = Path(workdir.name) / "bench.yaml"
-        config.write_text(CONFIG.format(backend=backend_port, key=KEY))
+        config.write_text(gateway_config(backend_port, cache=True))
         env = {**os.environ, "REDIS_URL": server.url, "INFERQ_LOG_LEVEL": "WARNING"}
         backend = subprocess.Popen(
             [sys.executable, "-m", "tests.support.fake_backend", "--port", str(backend_port)],

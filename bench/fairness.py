@@ -18,41 +18,21 @@ import argparse
 import asyncio
 import json
 import math
-import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 
 import inferq
-from bench.run import BYPASS, CLIENT_CPU, FABRIC_CPU, KEY, pinned, wait_port
+from bench.harness import CLIENT_CPU, KEY, Bench, Gateway, Load, loadgen_cmd, parse_load, pinned
 from inferq.broker.batch.submit import BatchRequest
 from inferq.broker.connection import connect
 from inferq.broker.keys import Keys
 from inferq.broker.messages import JobKind
-from inferq.cli.local import EmbeddedRedis, free_port
 from inferq.config import load_config
-
-CONFIG = """
-model_list:
-  - model_name: bench
-    litellm_params:
-      model: openai/bench-model
-      api_base: http://127.0.0.1:{backend}/v1
-      api_key: dummy
-      max_parallel_requests: {slots}
-general_settings:
-  master_key: {key}
-inferq_settings:
-  key_prefix: bench
-  queue_limit: 100000
-  default_timeout: 600
-"""
 
 TARGET_RATIO = 3.0
 TARGET_UTILISATION = 0.9
@@ -70,15 +50,6 @@ class Figures:
     window_s: float
     b_errors: int
     slots: int = 0  # the slots utilisation is counted against (0: the group's)
-
-
-def loadgen(url: str, key: str, *, concurrency: int, requests: int, duration: float) -> list[str]:
-    """The load generator's command line (non-stream, no warm-up)."""
-    return pinned(
-        CLIENT_CPU, sys.executable, "-m", "bench.loadgen", "--url", url, "--key", key,
-        "--concurrency", str(concurrency), "--requests", str(requests), "--duration",
-        str(duration), "--tokens", "16", "--warmup", "0", "--extra", BYPASS,
-    )  # fmt: skip
 
 
 def finished_jobs(base: str) -> float:
@@ -107,88 +78,49 @@ def main() -> int:
     cases = ("one-api", "two-apis", "batch") if args.case == "all" else (args.case,)
     failed = 0
     for case in cases:
-        procs: list[subprocess.Popen[bytes]] = []
-        redis = EmbeddedRedis(cpus=FABRIC_CPU).start()
-        workdir = tempfile.TemporaryDirectory(prefix="inferq-bench-fair-")
-        try:
-            print(f"\n== {case} ==", flush=True)
-            figures = run(args, case, redis.url, Path(workdir.name), procs)
-        finally:
-            for proc in reversed(procs):
-                if proc.poll() is None:
-                    proc.terminate()
-            for proc in procs:
-                proc.wait(10)
-            redis.stop()
-            workdir.cleanup()
+        print(f"\n== {case} ==", flush=True)
+        with Bench(prefix="inferq-bench-fair-") as bench:
+            figures = run(args, case, bench)
         failed |= report(figures, args, case)
     return failed
 
 
-def run(
-    args: argparse.Namespace,
-    case: str,
-    redis_url: str,
-    work: Path,
-    procs: list[subprocess.Popen[bytes]],
-) -> Figures:
-    """Start the backend, a worker and the API processes (into `procs`), then measure B alone
-    and under A's flood."""
-    apis = 2 if case == "two-apis" else 1
-    backend_port, api_ports = free_port(), [free_port() for _ in range(apis)]
-    config = work / "bench.yaml"
-    config.write_text(CONFIG.format(backend=backend_port, key=KEY, slots=args.slots))
-    env = {**os.environ, "REDIS_URL": redis_url, "INFERQ_LOG_LEVEL": args.log_level}
-    backend = subprocess.Popen(
-        pinned(CLIENT_CPU, sys.executable, "-m", "tests.support.fake_backend",
-               "--port", str(backend_port), "--complete-delay", str(args.delay)),
-        stdout=subprocess.DEVNULL,
-    )  # fmt: skip
-    procs.append(backend)
-    wait_port(backend_port, backend, "fake backend")
-    procs.append(subprocess.Popen(
-        pinned(FABRIC_CPU, sys.executable, "-m", "inferq.cli", "worker",
-               "--config", str(config)), env=env,
-    ))  # fmt: skip
-    for port in api_ports:
-        api = subprocess.Popen(
-            pinned(FABRIC_CPU, sys.executable, "-m", "inferq.cli", "api", "--config",
-                   str(config), "--port", str(port)), env=env,
-        )  # fmt: skip
-        procs.append(api)
-        wait_port(port, api, "inferq api")
-    time.sleep(1.5)  # the API sees the worker's slots
-    bases = [f"http://127.0.0.1:{port}" for port in api_ports]
+def run(args: argparse.Namespace, case: str, bench: Bench) -> Figures:
+    """Start the backend, a worker and the API processes, then measure B alone and under A's
+    flood."""
+    backend = bench.backend("--complete-delay", str(args.delay))
+    # 1.5 s to settle: the API sees the worker's slots before key A floods them.
+    gw = bench.inferq(backend, slots=args.slots, timeout=600, log_level=args.log_level, settle=1.5)
+    gws = [gw, bench.api(gw, settle=1.5)] if case == "two-apis" else [gw]
+    bases = [g.base for g in gws]
     master = {"Authorization": f"Bearer {KEY}"}
     key_a = httpx.post(f"{bases[0]}/key/generate", json={"key_alias": "A"}, headers=master)
     key_b = httpx.post(f"{bases[0]}/key/generate", json={"key_alias": "B"}, headers=master)
     a, b = key_a.json()["key"], key_b.json()["key"]
     if case == "batch":
-        return _batch_case(args, config=config, redis_url=redis_url, env=env, a=a, b=b,
-                           procs=procs)  # fmt: skip
-    url = f"{bases[0]}/v1/chat/completions"
+        return _batch_case(args, bench, gw, a=a, b=b)
+    url = gw.url
 
-    def measure_b() -> dict[str, float]:
+    def measure_b() -> Load:
         out = subprocess.run(
-            loadgen(url, b, concurrency=1, requests=args.n, duration=120),
+            loadgen_cmd(url, b, requests=args.n, duration=120, warmup=0),
             capture_output=True, check=True, text=True, timeout=300,
         ).stdout  # fmt: skip
-        result: dict[str, float] = json.loads(out)
-        return result
+        return parse_load(out)
 
     print("key B alone ...", flush=True)
     idle = measure_b()
-    print(f"key A floods {args.flood} requests at once through {apis} API process(es) ...",
+    print(f"key A floods {args.flood} requests at once through {len(gws)} API process(es) ...",
           flush=True)  # fmt: skip
-    floods = []
-    for base in bases:
-        flood = subprocess.Popen(
-            loadgen(f"{base}/v1/chat/completions", a, concurrency=args.flood // apis,
-                    requests=args.flood // apis, duration=600),
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        procs.append(flood)
-        floods.append(flood)
+    share = args.flood // len(gws)
+    floods = [
+        bench.spawn(
+            loadgen_cmd(g.url, a, concurrency=share, requests=share, duration=600, warmup=0),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for g in gws
+    ]
     time.sleep(4.0)  # A's requests are all in by now, and its jobs hold every slot
     print("key B under A's backlog ...", flush=True)
     before, started = sum(map(finished_jobs, bases)), time.monotonic()
@@ -198,29 +130,23 @@ def run(
     for flood in floods:
         flood.terminate()
     return Figures(
-        idle_ms=idle["total_p50"],
-        loaded_ms=loaded["total_p50"],
-        loaded_p99_ms=loaded["total_p99"],
+        idle_ms=idle.total_p50,
+        loaded_ms=loaded.total_p50,
+        loaded_p99_ms=loaded.total_p99,
         utilisation=served * args.delay / (args.slots * window),
         served=int(served),
         window_s=window,
-        b_errors=int(idle["error_count"] + loaded["error_count"]),
+        b_errors=idle.error_count + loaded.error_count,
     )
 
 
-def _batch_case(
-    args: argparse.Namespace,
-    *,
-    config: Path,
-    redis_url: str,
-    env: dict[str, str],
-    a: str,
-    b: str,
-    procs: list[subprocess.Popen[bytes]],
-) -> Figures:
+def _batch_case(args: argparse.Namespace, bench: Bench, gw: Gateway, *, a: str, b: str) -> Figures:
     """The batch lane: A submits `--flood` requests with `inferq submit --key` (a window as
     large as the flood); B submits one request at a time through `inferq.connect(key=)`; B's
     latency is from submitting to holding the result."""
+    if gw.config is None:
+        raise ValueError("the batch case needs inferq's config")
+    config, redis_url = gw.config, gw.env["REDIS_URL"]
     loaded_config = load_config(config)
     batch_slots = loaded_config.fabric.batch_slots(args.slots)
     body = {"model": "bench", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16}
@@ -229,7 +155,7 @@ def _batch_case(
                     "body": body})
         for i in range(args.flood)
     ]  # fmt: skip
-    flood_file = config.parent / "flood.jsonl"
+    flood_file = bench.work / "flood.jsonl"
     flood_file.write_text("\n".join(lines) + "\n")
 
     async def measure_b(tag: str) -> list[float]:
@@ -255,13 +181,12 @@ def _batch_case(
     print("key B alone (batch lane) ...", flush=True)
     idle = asyncio.run(measure_b("idle"))
     print(f"key A submits {args.flood} batch requests (inferq submit --key) ...", flush=True)
-    flood = subprocess.Popen(
+    flood = bench.spawn(
         pinned(CLIENT_CPU, sys.executable, "-m", "inferq.cli", "submit", str(flood_file),
-               "--out", str(config.parent / "flood.out"), "--config", str(config),
+               "--out", str(bench.work / "flood.out"), "--config", str(config),
                "--key", a, "--window", str(args.flood), "--id", "flood-a"),
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=gw.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    procs.append(flood)
     time.sleep(4.0)
     print("key B under A's batch backlog ...", flush=True)
     before, started = asyncio.run(a_done()), time.monotonic()

@@ -11,34 +11,16 @@ backlog keeps every batch slot busy while interactive streams are measured. Run 
 import argparse
 import asyncio
 import json
-import os
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.run import BYPASS, CLIENT_CPU, FABRIC_CPU, KEY, load, pinned, wait_port
+from bench.harness import CLIENT_CPU, Bench, load, pinned
 from inferq.broker.connection import connect
 from inferq.broker.jobs.queue import QueueDepth, depths
 from inferq.broker.keys import Keys
-from inferq.cli.local import EmbeddedRedis, free_port
-
-CONFIG = """
-model_list:
-  - model_name: bench
-    litellm_params:
-      model: openai/bench-model
-      api_base: http://127.0.0.1:{backend}/v1
-      api_key: dummy
-      max_parallel_requests: 64
-general_settings:
-  master_key: {key}
-inferq_settings:
-  key_prefix: bench
-  queue_limit: 100000
-"""
 
 TARGET_RATIO = 2.0
 
@@ -86,68 +68,34 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=6.0, help="max seconds per TTFT case")
     args = parser.parse_args()
 
-    procs: list[subprocess.Popen[bytes]] = []
-    redis = EmbeddedRedis(cpus=FABRIC_CPU).start()
-    workdir = tempfile.TemporaryDirectory(prefix="inferq-bench-lanes-")
-    try:
-        figures = run(args, redis.url, Path(workdir.name), procs)
-    finally:
-        for proc in reversed(procs):
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in procs:
-            proc.wait(10)
-        redis.stop()
-        workdir.cleanup()
+    with Bench(prefix="inferq-bench-lanes-") as bench:
+        figures = run(args, bench)
     return report(figures)
 
 
-def run(
-    args: argparse.Namespace, redis_url: str, work: Path, procs: list[subprocess.Popen[bytes]]
-) -> Figures:
-    """Start the backend, a worker and the API (into `procs`), then measure both cases."""
-    backend_port, api_port = free_port(), free_port()
-    config = work / "bench.yaml"
-    config.write_text(CONFIG.format(backend=backend_port, key=KEY))
-    env = {**os.environ, "REDIS_URL": redis_url, "INFERQ_LOG_LEVEL": "WARNING"}
-    backend = subprocess.Popen(
-        pinned(CLIENT_CPU, sys.executable, "-m", "tests.support.fake_backend",
-               "--port", str(backend_port), "--complete-delay", str(args.batch_delay)),
-        stdout=subprocess.DEVNULL,
-    )  # fmt: skip
-    procs.append(backend)
-    wait_port(backend_port, backend, "fake backend")
-    procs.append(subprocess.Popen(
-        pinned(FABRIC_CPU, sys.executable, "-m", "inferq.cli", "worker",
-               "--config", str(config)), env=env,
-    ))  # fmt: skip
-    api = subprocess.Popen(
-        pinned(FABRIC_CPU, sys.executable, "-m", "inferq.cli", "api", "--config",
-               str(config), "--port", str(api_port)), env=env,
-    )  # fmt: skip
-    procs.append(api)
-    wait_port(api_port, api, "inferq api")
-    time.sleep(1.0)
-    url = f"http://127.0.0.1:{api_port}/v1/chat/completions"
+def run(args: argparse.Namespace, bench: Bench) -> Figures:
+    """Start the backend, a worker and the API, then measure both cases."""
+    backend = bench.backend("--complete-delay", str(args.batch_delay))
+    gw = bench.inferq(backend)
+    redis_url = gw.env["REDIS_URL"]
 
     def ttft() -> float:
-        result = load(url, stream=True, concurrency=1, duration=args.duration,
-                      requests=args.n_latency, tokens=64, key=KEY, extra=BYPASS)  # fmt: skip
-        return result["first_p50"]
+        result = load(gw.url, gw.key, stream=True, duration=args.duration,
+                      requests=args.n_latency, tokens=64)  # fmt: skip
+        return result.first_p50
 
     print("interactive TTFT, idle ...", flush=True)
     idle = ttft()
 
-    requests, results = work / "batch.jsonl", work / "results.jsonl"
+    requests, results = bench.work / "batch.jsonl", bench.work / "results.jsonl"
     batch_file(requests, args.batch)
     print(f"submitting {args.batch} batch jobs (inferq submit) ...", flush=True)
     submitted = time.monotonic()
-    submit = subprocess.Popen(
+    submit = bench.spawn(
         pinned(CLIENT_CPU, sys.executable, "-m", "inferq.cli", "submit", str(requests),
-               "--out", str(results), "--window", str(args.batch), "--config", str(config)),
-        env=env, stderr=subprocess.DEVNULL,
+               "--out", str(results), "--window", str(args.batch), "--config", str(gw.config)),
+        env=gw.env, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    procs.append(submit)
     deadline = time.monotonic() + 60
     # Measure once the backlog is most of the submission (not while it is still being queued).
     backlog = args.batch // 2

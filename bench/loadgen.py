@@ -1,7 +1,7 @@
 """A lean HTTP/1.1 load generator (raw asyncio + uvloop), so the client costs little CPU.
 
 Prints one JSON line: latencies (ms) for non-stream requests, time to first content token (ms)
-for streams, completed count and wall time. Usage:
+for streams, completed count and wall time (with `--samples`, every request's figures too). Usage:
   python -m bench.loadgen --url http://127.0.0.1:8001/v1/chat/completions --key sk-... \
       --concurrency 32 --duration 5 [--stream] [--tokens 64] [--requests N]
 """
@@ -79,8 +79,8 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     firsts: list[float] = []
     totals: list[float] = []
     errors: list[str] = []
-    deadline = time.perf_counter() + args.duration
     remaining = [args.requests]
+    deadline = 0.0  # set once warm
 
     async def client() -> None:
         conn = Connection(url.hostname or "127.0.0.1", url.port or 80, url.path, headers)
@@ -99,8 +99,15 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     # Warm up connections and caches before measuring.
     warm = Connection(url.hostname or "127.0.0.1", url.port or 80, url.path, headers)
     for _ in range(args.warmup):
-        await warm.request(body, args.stream)
+        try:
+            async with asyncio.timeout(30):
+                await warm.request(body, args.stream)
+        except Exception as exc:  # counted with the rest: a failed warm-up is a failure too
+            errors.append(f"warm-up: {str(exc)[:200]}")
+            warm.writer = None
+    # The duration counts from here: a slow gateway's warm-up must not eat the measured time.
     started = time.perf_counter()
+    deadline = started + args.duration
     await asyncio.gather(*(client() for _ in range(args.concurrency)))
     wall = time.perf_counter() - started
     return {
@@ -112,6 +119,8 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         "total_p99": pct(totals, 99),
         "errors": errors[:5],
         "error_count": len(errors),
+        # Per-request figures for the latency plots, only when asked (they can be long).
+        **({"firsts": firsts, "totals": totals} if args.samples else {}),
     }
 
 
@@ -135,6 +144,7 @@ def main() -> None:
     parser.add_argument("--stream", action="store_true")
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--extra", default="{}", help="JSON merged into the request body")
+    parser.add_argument("--samples", action="store_true", help="print every latency too")
     args = parser.parse_args()
     try:
         import uvloop

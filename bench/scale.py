@@ -20,86 +20,41 @@ counters spread over all three.
 """
 
 import argparse
-import json
 import os
 import subprocess
 import sys
-import tempfile
-import time
-from pathlib import Path
 
-from bench.run import BYPASS, wait_port
-from inferq.cli.local import free_port
+from bench.harness import Bench, Gateway, loadgen_cmd, parse_load
 from tests.support.topology import ClusterSet, SingleServer, server_binary
 
-KEY = "sk-bench"
-CONFIG = """
-model_list:
-  - model_name: bench
-    litellm_params:
-      model: openai/bench-model
-      api_base: http://127.0.0.1:{backend}/v1
-      api_key: dummy
-      max_parallel_requests: 64
-general_settings:
-  master_key: {key}
-inferq_settings:
-  key_prefix: scale{n}
-  queue_limit: 100000
-"""
 
-
-def _load(port: int, clients: int, *, stream: bool, duration: float) -> float:
-    """Completed requests per second summed over `clients` load generators."""
-    cmd = [
-        sys.executable, "-m", "bench.loadgen", "--url",
-        f"http://127.0.0.1:{port}/v1/chat/completions", "--key", KEY, "--concurrency", "32",
-        "--duration", str(duration), "--tokens", "64" if stream else "16", "--extra", BYPASS,
-    ]  # fmt: skip
-    if stream:
-        cmd.append("--stream")
+def _load(gw: Gateway, clients: int, *, stream: bool, duration: float) -> float:
+    """Completed requests per second summed over `clients` load generators (unpinned)."""
+    cmd = loadgen_cmd(gw.url, gw.key, stream=stream, concurrency=32, duration=duration,
+                      tokens=64 if stream else 16, cpu=None)  # fmt: skip
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(clients)]
-    total = 0.0
-    for proc in procs:
-        out, _ = proc.communicate(timeout=duration + 120)
-        result = json.loads(out)
-        if result["error_count"]:
-            print(f"  !! {result['error_count']} errors: {result['errors'][0]}", flush=True)
-        total += result["count"] / result["wall_s"]
-    return total
+    return sum(parse_load(proc.communicate(timeout=duration + 120)[0]).rate for proc in procs)
 
 
-def _one(n: int, redis_url: str, backend_port: int, duration: float) -> tuple[float, float]:
+def _one(n: int, redis_url: str, backend: Gateway, duration: float) -> tuple[float, float]:
     """Start N API and N worker processes, measure, stop them."""
-    with tempfile.TemporaryDirectory(prefix="inferq-scale-") as tmp:
-        config = Path(tmp) / "scale.yaml"
-        config.write_text(CONFIG.format(backend=backend_port, key=KEY, n=n))
-        env = {**os.environ, "REDIS_URL": redis_url, "INFERQ_LOG_LEVEL": "WARNING"}
-        port = free_port()
-        base = [sys.executable, "-m", "inferq.cli"]
-        cfg = ["--config", str(config), "--processes", str(n)]
-        worker = subprocess.Popen([*base, "worker", *cfg], env=env)
-        api = subprocess.Popen([*base, "api", *cfg, "--port", str(port)], env=env)
-        try:
-            wait_port(port, api, "inferq api")
-            time.sleep(1.0 + 0.5 * n)  # every copy listening and serving
-            rps = _load(port, n, stream=False, duration=duration)
-            sps = _load(port, n, stream=True, duration=duration)
-        finally:
-            for proc in (api, worker):
-                proc.terminate()
-            for proc in (api, worker):
-                proc.wait(60)
+    with Bench(prefix="inferq-scale-") as bench:
+        # Every copy listening and serving before the load starts.
+        gw = bench.inferq(backend, cpu=None, redis_url=redis_url, processes=n,
+                          prefix=f"scale{n}", settle=1.0 + 0.5 * n)  # fmt: skip
+        rps = _load(gw, n, stream=False, duration=duration)
+        sps = _load(gw, n, stream=True, duration=duration)
     return rps, sps
 
 
 def _run(
-    redis_url: str, backend_port: int, args: argparse.Namespace
+    redis_url: str, backend: Gateway, args: argparse.Namespace
 ) -> list[tuple[int, float, float]]:
+    """Every N from 1 to `--max` against one Redis (or cluster) URL."""
     rows = []
     for n in range(1, args.max + 1):
         print(f"N = {n} ...", flush=True)
-        rows.append((n, *_one(n, redis_url, backend_port, args.duration)))
+        rows.append((n, *_one(n, redis_url, backend, args.duration)))
     return rows
 
 
@@ -113,31 +68,23 @@ def main() -> int:
     parser.add_argument("--max", type=int, default=os.cpu_count() or 1, help="largest N")
     parser.add_argument("--duration", type=float, default=6.0, help="seconds per case")
     args = parser.parse_args()
-    backend_port = free_port()
-    backend = subprocess.Popen(
-        [sys.executable, "-m", "tests.support.fake_backend", "--port", str(backend_port)],
-        stdout=subprocess.DEVNULL,
-    )
     results: dict[str, list[tuple[int, float, float]]] = {}
-    try:
-        wait_port(backend_port, backend, "fake backend")
+    with Bench(prefix="inferq-scale-") as bench:
+        backend = bench.backend(cpu=None)
         if args.redis:
-            results["given Redis"] = _run(args.redis, backend_port, args)
+            results["given Redis"] = _run(args.redis, backend, args)
         if not args.redis and args.topology in ("single", "both"):
             single = SingleServer().start()
             try:
-                results["one Redis"] = _run(single.url, backend_port, args)
+                results["one Redis"] = _run(single.url, backend, args)
             finally:
                 single.stop()
         if not args.redis and args.topology in ("cluster", "both"):
             cluster = ClusterSet().start()
             try:
-                results["Redis Cluster, 3 primaries"] = _run(cluster.url, backend_port, args)
+                results["Redis Cluster, 3 primaries"] = _run(cluster.url, backend, args)
             finally:
                 cluster.stop()
-    finally:
-        backend.terminate()
-        backend.wait(10)
     for topology, rows in results.items():
         print(f"\n{topology}")
         print(f"{'N (API + worker processes)':<28}{'requests/s':>12}{'streams/s':>12}")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import orjson
 
-from bench.run import CLIENT_CPU, FABRIC_CPU, KEY, pinned, wait_port
+from bench.harness import CLIENT_CPU, FABRIC_CPU, KEY, pinned, wait_port
 from inferq.cli.local import EmbeddedRedis, free_port
 
 CONFIG = """

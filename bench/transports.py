@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 import httpx
 import orjson
 
-from bench.run import CLIENT_CPU, FABRIC_CPU, pinned, wait_port
+from bench.harness import CLIENT_CPU, FABRIC_CPU, pinned, wait_port
 from inferq.cli.local import free_port
 from inferq.workers.providers.sse import SSEParser
 from inferq.workers.transport import AiohttpTransport
