@@ -82,6 +82,7 @@ class FairShare:
             async with asyncio.timeout(max(wait_s, 0.0)):
                 await waiter
         except TimeoutError:
+            self._drop(at, waiter)  # no longer waiting (`inferq status` counts the line)
             raise GatewayTimeout(
                 f"No answer for model group {group} before the request's deadline "
                 "(this key's earlier requests still hold its share of the group).",

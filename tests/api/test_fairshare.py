@@ -60,3 +60,20 @@ def test_requests_waiting_for_a_share_count_against_the_queue_limit() -> None:
         fair.leave(await waiting)
 
     asyncio.run(run())
+
+
+def test_a_request_that_timed_out_waiting_is_no_longer_shown_waiting() -> None:
+    async def run() -> None:
+        fair = FairShare()
+        held = [await _enter(fair) for _ in range(2)]  # the key's share: 1 slot + 1
+        with pytest.raises(GatewayError) as late:
+            await fair.enter("g", "k", slots=1, weight=1, wait_s=0.05, limit=100)
+        assert late.value.status == 504
+        assert fair.snapshot() == {"g": {"k": [2, 0]}}  # what `inferq status` shows
+        for ticket in held:
+            fair.leave(ticket)
+        fresh = await asyncio.wait_for(_enter(fair), 0.5)
+        assert fair.snapshot() == {"g": {"k": [1, 0]}}
+        fair.leave(fresh)
+
+    asyncio.run(run())
