@@ -14,6 +14,7 @@ import asyncio
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -280,8 +281,8 @@ async def soak(args: argparse.Namespace) -> int:
     for b in backends:
         b.behaviour.token_delay = 0.002
         b.requests = _Counter()  # type: ignore[assignment]
-    workdir = tempfile.TemporaryDirectory(prefix="inferq-soak-")
-    fabric = Fabric(Path(workdir.name), backends)
+    workdir = Path(tempfile.mkdtemp(prefix="inferq-soak-"))
+    fabric = Fabric(workdir, backends)
     tally = Tally()
     url = f"http://127.0.0.1:{fabric.port}/v1/chat/completions"
     stop = asyncio.Event()
@@ -306,9 +307,13 @@ async def soak(args: argparse.Namespace) -> int:
         for t in threads:
             t.stop()
     print(f"schedule {args.schedule}, seed {args.seed}")
-    report(tally, schedule, time.monotonic() - started, Path(workdir.name) / "soak.log")
-    workdir.cleanup()
-    return 0 if tally.lost == 0 and tally.garbled == 0 else 1
+    report(tally, schedule, time.monotonic() - started, workdir / "soak.log")
+    if tally.lost == 0 and tally.garbled == 0:
+        shutil.rmtree(workdir, ignore_errors=True)
+        return 0
+    # Keep what the processes logged: a lost or garbled request is the thing to look into.
+    print(f"processes' log kept: {workdir / 'soak.log'}")
+    return 1
 
 
 class _Counter(list):  # type: ignore[type-arg]
