@@ -18,23 +18,9 @@ from pathlib import Path
 
 import orjson
 
-from bench.harness import CLIENT_CPU, FABRIC_CPU, KEY, pinned, wait_port
+from bench.harness import CLIENT_CPU, FABRIC_CPU, KEY, gateway_config, pinned, wait_port
 from inferq.cli.local import EmbeddedRedis, free_port
 
-CONFIG = """
-model_list:
-  - model_name: bench
-    litellm_params:
-      model: openai/bench-model
-      api_base: http://127.0.0.1:{backend}/v1
-      api_key: dummy
-      max_parallel_requests: {streams}
-general_settings:
-  master_key: {key}
-inferq_settings:
-  key_prefix: streams
-  queue_limit: 100000
-"""
 RSS_LIMIT_MB = 1024
 
 
@@ -149,7 +135,7 @@ def main() -> int:
     try:
         backend_port, api_port = free_port(), free_port()
         config = Path(workdir.name) / "streams.yaml"
-        config.write_text(CONFIG.format(backend=backend_port, key=KEY, streams=args.streams))
+        config.write_text(gateway_config(backend_port, slots=args.streams, prefix="streams"))
         env = {**os.environ, "REDIS_URL": redis.url, "INFERQ_LOG_LEVEL": "WARNING"}
         backend = subprocess.Popen(
             pinned(CLIENT_CPU, sys.executable, "-m", "tests.support.fake_backend",

@@ -79,22 +79,17 @@ class SentinelURL:
         scheme, sep, _ = url.partition("://")
         if not sep or scheme not in ("redis+sentinel", "rediss+sentinel"):
             return None
-        parts = urlsplit(url)
-        userinfo, _, hostlist = parts.netloc.rpartition("@")
-        username, _, password = userinfo.partition(":") if userinfo else ("", "", "")
-        hosts = tuple(_host_port(item) for item in hostlist.split(",") if item)
-        path = [p for p in parts.path.split("/") if p]
+        hosts, username, password, path, query = _multi_host(url)
         if not hosts or not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
             raise ValueError(
                 "a Sentinel URL is redis+sentinel://host:port[,host:port...]/service[/db]"
             )
-        query = parse_qs(parts.query)
         return cls(
             hosts=hosts,
             service=unquote(path[0]),
             db=int(path[1]) if len(path) == 2 else 0,
-            username=unquote(username) or None,
-            password=unquote(password) or None,
+            username=username,
+            password=password,
             sentinel_password=query.get("sentinel_password", [""])[0] or None,
             tls=scheme == "rediss+sentinel",
         )
@@ -118,19 +113,15 @@ class ClusterURL:
         scheme, sep, _ = url.partition("://")
         if not sep or scheme not in ("redis+cluster", "rediss+cluster"):
             return None
-        parts = urlsplit(url)
-        userinfo, _, hostlist = parts.netloc.rpartition("@")
-        username, _, password = userinfo.partition(":") if userinfo else ("", "", "")
-        hosts = tuple(_host_port(item) for item in hostlist.split(",") if item)
-        path = [p for p in parts.path.split("/") if p]
+        hosts, username, password, path, _ = _multi_host(url)
         if not hosts or path not in ([], ["0"]):
             raise ValueError(
                 "a cluster URL is redis+cluster://host:port[,host:port...] (database 0 only)"
             )
         return cls(
             hosts=hosts,
-            username=unquote(username) or None,
-            password=unquote(password) or None,
+            username=username,
+            password=password,
             tls=scheme == "rediss+cluster",
         )
 
@@ -138,6 +129,19 @@ class ClusterURL:
 def is_cluster(redis: Any) -> bool:
     """True when `redis` is a Redis Cluster client (or one of its pipelines)."""
     return isinstance(redis, RedisCluster | ClusterPipeline)
+
+
+def _multi_host(
+    url: str,
+) -> tuple[tuple[tuple[str, int], ...], str | None, str | None, list[str], dict[str, list[str]]]:
+    """The parts of a `scheme://[[user]:password@]host:port[,host:port...]/path?query` URL
+    (Sentinel's and Cluster's): hosts, user, password, path segments, query."""
+    parts = urlsplit(url)
+    userinfo, _, hostlist = parts.netloc.rpartition("@")
+    username, _, password = userinfo.partition(":") if userinfo else ("", "", "")
+    hosts = tuple(_host_port(item) for item in hostlist.split(",") if item)
+    path = [p for p in parts.path.split("/") if p]
+    return hosts, unquote(username) or None, unquote(password) or None, path, parse_qs(parts.query)
 
 
 def _host_port(item: str) -> tuple[str, int]:
