@@ -25,8 +25,7 @@ from inferq.api.inference.live import LiveGroups
 from inferq.api.inference.messages import messages
 from inferq.api.inference.models import list_models, retrieve_model
 from inferq.api.middleware.access import finish_response, logged
-from inferq.api.middleware.auth import KeyAuth
-from inferq.api.middleware.body_limit import BodyLimit
+from inferq.api.middleware.gate import Endpoint, Gate
 from inferq.api.ops.health import health, liveliness, readiness
 from inferq.api.ops.observe import metrics, usage_report
 from inferq.api.ops.ui import Dashboard
@@ -52,9 +51,10 @@ log = logging.getLogger("inferq.api")
 
 def create_app(
     config: GatewayConfig, redis_url: str, config_file: ConfigFile | None = None
-) -> FastAPI:
-    """Build the API; Redis connections and the reply subscription are made in its lifespan.
-    With `config_file`, the API follows reloads of it (SIGHUP, file change, `inferq reload`)."""
+) -> Gate:
+    """Build the API (the FastAPI app behind its `Gate`); Redis connections and the reply
+    subscription are made in its lifespan. With `config_file`, the API follows reloads of it
+    (SIGHUP, file change, `inferq reload`)."""
     current = CurrentConfig(config)
 
     @asynccontextmanager
@@ -105,7 +105,17 @@ def create_app(
             "NO MASTER KEY CONFIGURED: every route is open to anyone who can reach this port. "
             "Set general_settings.master_key."
         )
-    app = FastAPI(title="inferq", lifespan=lifespan, docs_url=None, redoc_url=None)
+    # No OpenTelemetry here: FastAPI's own would look for a provider on every request.
+    app = FastAPI(
+        title="inferq",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+    )
+    hot = _inference_routes()
+    for path, endpoint in hot.items():
+        app.add_route(path, endpoint, methods=["POST"])  # the Gate serves them; 405 otherwise
     _add_routes(app)
     for path, endpoint, method in Dashboard(current).routes():
         app.add_api_route(path, endpoint, methods=[method])
@@ -114,9 +124,20 @@ def create_app(
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)
-    app.add_middleware(BodyLimit, current=current)
-    app.add_middleware(KeyAuth, current=current)
-    return app
+    return Gate(app, current, hot, app.exception_handlers)
+
+
+def _inference_routes() -> dict[str, Endpoint]:
+    """The POST routes the Gate serves itself: plain endpoints that read their own body and
+    write their access line through the usage Tracker."""
+    routes: dict[str, Endpoint] = {"/v1/messages": messages}
+    for prefix in ("/v1", ""):
+        routes[f"{prefix}/chat/completions"] = chat_completions
+        routes[f"{prefix}/completions"] = completions
+        routes[f"{prefix}/embeddings"] = embeddings
+        routes[f"{prefix}/responses"] = responses.create_response
+    routes["/v1/messages/count_tokens"] = count_tokens
+    return routes
 
 
 def _start_tenants(
@@ -138,15 +159,9 @@ async def _stop_tenants(key_cache: KeyCache, guard: Guard) -> None:
 
 
 def _add_routes(app: FastAPI) -> None:
-    # The inference routes write their access line through the usage Tracker
-    # (api/middleware/access.py); the others are wrapped by `logged`.
-    # The hot routes are plain Starlette routes: they read the body themselves, so FastAPI's
-    # per-request dependency solving and exit stack would be pure overhead.
+    # The inference routes (`_inference_routes`) write their access line through the usage
+    # Tracker (api/middleware/access.py); these are wrapped by `logged`.
     for prefix in ("/v1", ""):
-        app.add_route(f"{prefix}/chat/completions", chat_completions, methods=["POST"])
-        app.add_route(f"{prefix}/completions", completions, methods=["POST"])
-        app.add_route(f"{prefix}/embeddings", embeddings, methods=["POST"])
-        app.add_route(f"{prefix}/responses", responses.create_response, methods=["POST"])
         app.add_api_route(
             f"{prefix}/responses/{{response_id}}",
             logged(responses.retrieve_response),
@@ -182,8 +197,6 @@ def _add_routes(app: FastAPI) -> None:
         app.add_api_route(
             f"{prefix}/batches/{{batch_id}}/cancel", logged(batches.cancel), methods=["POST"]
         )
-    app.add_api_route("/v1/messages", messages, methods=["POST"])
-    app.add_route("/v1/messages/count_tokens", count_tokens, methods=["POST"])
     for path, endpoint, method in key_routes.ROUTES + team_routes.ROUTES:
         app.add_api_route(path, logged(endpoint), methods=[method])
     app.add_api_route("/usage", logged(usage_report), methods=["GET"])

@@ -1,4 +1,4 @@
-"""Authentication as a plain ASGI middleware: the master key, or a virtual key.
+"""Authentication: the master key, or a virtual key (checked by `Gate`, api/middleware/gate.py).
 
 A virtual key is checked against the per-process KeyCache (api/tenants/cache.py): a dict read
 for a key seen before, one GET for a key seen first. Every refusal says the same thing, whatever
@@ -11,7 +11,8 @@ from contextlib import suppress
 from typing import Any
 
 from starlette.requests import cookie_parser
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.responses import Response
+from starlette.types import Scope
 
 from inferq.api.errors import AuthError, GatewayError
 from inferq.api.middleware.access import finish_response
@@ -42,22 +43,17 @@ class KeyAuth:
     """Requires `Authorization: Bearer <key>` (or `x-api-key`, `api-key`) on every other path;
     under `/ui/` the dashboard's login cookie is accepted instead."""
 
-    def __init__(self, app: ASGIApp, current: CurrentConfig) -> None:
-        self.app = app
+    def __init__(self, current: CurrentConfig) -> None:
         self._current = current  # the key can change on reload
         self.throttle = AuthThrottle()
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "")
+    async def refusal(self, scope: Scope) -> Response | None:
+        """None when the request may go on (its principal set in `scope`), else the answer
+        that refuses it (401, 403 or 429)."""
+        path = scope["path"]
         master = self._current.master_key
-        if (
-            scope["type"] != "http"
-            or master is None
-            or path in OPEN_PATHS
-            or path in DASHBOARD_PAGES
-        ):
-            await self.app(scope, receive, send)
-            return
+        if master is None or path in OPEN_PATHS or path in DASHBOARD_PAGES:
+            return None
         address = _address(scope)
         error: GatewayError | None = self.throttle.refused(address)
         if error is None:
@@ -66,15 +62,14 @@ class KeyAuth:
                 error = _forbidden(found, path)
                 if error is None:
                     set_principal(scope, found)
-                    await self.app(scope, receive, send)
-                    return
+                    return None
             else:
                 error = await self._failed(scope, address) or found
         # The presented key is never logged: the line has the request id, path and status.
         # The Messages routes answer every error in Anthropic's format, these too.
         anthropic = path.startswith(_ANTHROPIC_PREFIX)
         response = error.anthropic_response() if anthropic else error.response()
-        await finish_response(scope, response, error.type)(scope, receive, send)
+        return finish_response(scope, response, error.type)
 
     async def _failed(self, scope: Scope, address: str) -> GatewayError | None:
         """Count a failed authentication here and for every process; hold the answer back

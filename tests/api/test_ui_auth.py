@@ -3,11 +3,10 @@
 import time
 
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from inferq.api.middleware.auth import KeyAuth
+from inferq.api.middleware.gate import Gate
 from inferq.api.ops import session
 from inferq.api.ops.ui import Dashboard
 from inferq.api.state import CurrentConfig
@@ -22,8 +21,7 @@ def client(master_key: str | None) -> TestClient:
         text += f"general_settings: {{master_key: {master_key}}}\n"
     current = CurrentConfig(parse_config(text))
     routes = [Route(p, e, methods=[m]) for p, e, m in Dashboard(current).routes()]
-    app = Starlette(routes=routes, middleware=[Middleware(KeyAuth, current=current)])
-    return TestClient(app, follow_redirects=False)
+    return TestClient(Gate(Starlette(routes=routes), current), follow_redirects=False)
 
 
 def page_with(cookie: str) -> int:
