@@ -105,16 +105,18 @@ async def _events(gw: Gateway, started: Started, writer: StreamWriter) -> AsyncI
     outcome = _Outcome(gw, started)
     try:
         while True:
+            # The events of one reply go out in one write (each send costs a syscall and,
+            # in sse-starlette, a cancel scope).
             if reply.kind is ReplyKind.DELTA:
                 outcome.delta(reply)
-                for event in writer.deltas(reply):
-                    yield event
+                events = b"".join(writer.deltas(reply))
+                if events:
+                    yield events
             elif reply.kind is ReplyKind.DONE:
                 outcome.done(reply)
                 if isinstance(writer, FinishingWriter):
                     await writer.finish(reply)
-                for event in writer.done(reply):
-                    yield event
+                yield b"".join(writer.done(reply))
                 return
             else:
                 assert reply.error is not None
