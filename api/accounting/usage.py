@@ -6,12 +6,14 @@ the request path pays a dictionary update, not a Redis call.
 """
 
 import asyncio
+import functools
 import hashlib
 import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable
 from contextlib import suppress
+from typing import Any
 
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -35,7 +37,11 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 def key_of(request: Request) -> str:
     """A stable, non-reversible name for the API key a request presented."""
     presented = request.headers.get("authorization", "") or request.headers.get("x-api-key", "")
-    token = presented.removeprefix("Bearer ").strip()
+    return _key_name(presented.removeprefix("Bearer ").strip())
+
+
+@functools.lru_cache(maxsize=256)  # the same few keys on every request: hash each once
+def _key_name(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()[:12] if token else "anonymous"
 
 
@@ -105,19 +111,37 @@ class Metrics:
         self.cooldown = Gauge(
             "inferq_cooldown_seconds", "Cooldown left per deployment", ["deployment"], registry=r
         )
+        # Each group's labelled series, looked up once (`labels()` takes a lock and builds
+        # a key on every call): requests with status 200, latency, TTFT, tokens, cost.
+        self._groups: dict[str, tuple[Any, ...]] = {}
+
+    def _group(self, group: str) -> tuple[Any, ...]:
+        self._groups[group] = per = (
+            self.requests.labels(group, "200"),
+            self.latency.labels(group),
+            self.ttft.labels(group),
+            self.tokens.labels(group, "prompt"),
+            self.tokens.labels(group, "completion"),
+            self.cost.labels(group),
+        )
+        return per
 
     def observe(self, rec: UsageRecord, first_group: str) -> None:
         """Count one finished request."""
         group = rec.group or first_group
-        self.requests.labels(group, str(rec.status)).inc()
+        per = self._groups.get(group) or self._group(group)
+        if rec.status == 200:
+            per[0].inc()
+        else:
+            self.requests.labels(group, str(rec.status)).inc()
         if rec.error_type:
             self.errors.labels(group, rec.error_type).inc()
-        self.latency.labels(group).observe(rec.latency_ms / 1000)
+        per[1].observe(rec.latency_ms / 1000)
         if rec.ttft_ms is not None:
-            self.ttft.labels(group).observe(rec.ttft_ms / 1000)
-        self.tokens.labels(group, "prompt").inc(rec.prompt_tokens)
-        self.tokens.labels(group, "completion").inc(rec.completion_tokens)
-        self.cost.labels(group).inc(rec.cost)
+            per[2].observe(rec.ttft_ms / 1000)
+        per[3].inc(rec.prompt_tokens)
+        per[4].inc(rec.completion_tokens)
+        per[5].inc(rec.cost)
         if rec.cache_hit:
             self.cache_hits.labels(group).inc()
         if rec.attempts > 1:
