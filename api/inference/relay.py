@@ -1,18 +1,33 @@
-"""Relaying a streamed answer as SSE: events out, cache and usage told how it ended."""
+"""Relaying a streamed answer as SSE: events out, cache and usage told how it ended.
 
-from collections.abc import AsyncIterator, Iterable
+`SSEResponse` is a plain ASGI response, not sse-starlette's EventSourceResponse: that one runs
+an anyio task group of four tasks per stream and a cancel scope per send, which cost the API
+about a third of its CPU per 64-token stream (README, "Layout and choices"). Here one task
+writes the events; a second waits for the client to leave (which ends the stream and cancels
+its job) and sends a comment line after `PING_INTERVAL` seconds of silence, so proxies keep
+the connection open. On SIGTERM a stream in flight runs on under uvicorn's graceful shutdown
+(`timeout_graceful_shutdown`, api/main.py), then is cut and its job cancelled.
+"""
+
+import asyncio
+from collections.abc import AsyncGenerator, Iterable
 from typing import Protocol, runtime_checkable
 
-import anyio
-from sse_starlette import EventSourceResponse
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from inferq.api.errors import GatewayError, UpstreamError
 from inferq.api.inference.flow import Started, next_reply, store_answer
 from inferq.api.state import Gateway
+from inferq.broker.errors import ReplyAborted
+from inferq.broker.jobs.replies import ReplyStream
 from inferq.broker.messages import Reply, ReplyKind
 
-# Seconds streams in flight may run on after SIGTERM (uvicorn's own limit is 30).
-SHUTDOWN_GRACE = 25.0
+# Seconds of silence on a stream before a comment line goes out.
+PING_INTERVAL = 15.0
+_PING = b": ping\n\n"
+_MEDIA_TYPE = "text/event-stream"
+_SSE_HEADERS = {"cache-control": "no-store", "x-accel-buffering": "no"}
 
 
 class StreamWriter(Protocol):
@@ -41,17 +56,47 @@ class FinishingWriter(Protocol):
         ...
 
 
-def sse(gw: Gateway, started: Started, writer: StreamWriter) -> EventSourceResponse:
+def sse(gw: Gateway, started: Started, writer: StreamWriter) -> "SSEResponse":
     """The streamed answer as an SSE response."""
-    return EventSourceResponse(
-        _events(gw, started, writer),
-        headers=started.headers(),
-        ping=15,
-        sep="\n",
-        # On SIGTERM, streams in flight get this long to finish before they are cut.
-        shutdown_event=anyio.Event(),
-        shutdown_grace_period=SHUTDOWN_GRACE,
-    )
+    return SSEResponse(_events(gw, started, writer), started.replies, started.headers())
+
+
+class SSEResponse(StreamingResponse):
+    """`events` as a `text/event-stream`; `replies` is aborted when the client leaves."""
+
+    def __init__(
+        self, events: AsyncGenerator[bytes, None], replies: ReplyStream, headers: dict[str, str]
+    ) -> None:
+        super().__init__(events, headers={**_SSE_HEADERS, **headers}, media_type=_MEDIA_TYPE)
+        self._events = events
+        self._replies = replies
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        watcher = asyncio.ensure_future(self._watch(receive, send))
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            async for chunk in self._events:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            watcher.cancel()
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except OSError:  # the client left while a send was under way (ASGI 2.4)
+            pass
+        finally:
+            watcher.cancel()
+            await self._events.aclose()
+
+    async def _watch(self, receive: Receive, send: Send) -> None:
+        """Abort the stream when the client leaves; ping it while the stream is silent."""
+        while True:
+            try:
+                async with asyncio.timeout(PING_INTERVAL):
+                    message = await receive()
+            except TimeoutError:
+                await send({"type": "http.response.body", "body": _PING, "more_body": True})
+                continue
+            if message["type"] == "http.disconnect":
+                self._replies.abort("client disconnected")
+                return
 
 
 class _Outcome:
@@ -99,14 +144,15 @@ class _Outcome:
             )
 
 
-async def _events(gw: Gateway, started: Started, writer: StreamWriter) -> AsyncIterator[bytes]:
+async def _events(
+    gw: Gateway, started: Started, writer: StreamWriter
+) -> AsyncGenerator[bytes, None]:
     """SSE events until the terminal reply; a stream always ends in its end or an error."""
     job, replies, reply = started.job, started.replies, started.first
     outcome = _Outcome(gw, started)
     try:
         while True:
-            # The events of one reply go out in one write (each send costs a syscall and,
-            # in sse-starlette, a cancel scope).
+            # The events of one reply go out in one write (each send costs a syscall).
             if reply.kind is ReplyKind.DELTA:
                 outcome.delta(reply)
                 events = b"".join(writer.deltas(reply))
@@ -132,6 +178,8 @@ async def _events(gw: Gateway, started: Started, writer: StreamWriter) -> AsyncI
                 outcome.error(exc.status, exc.type)
                 yield writer.error(exc)
                 return
+            except ReplyAborted:
+                return  # the client left: nobody to tell
     finally:
         outcome.abandoned()
         if reply.kind is not ReplyKind.DELTA:
