@@ -105,14 +105,7 @@ def create_app(
             "NO MASTER KEY CONFIGURED: every route is open to anyone who can reach this port. "
             "Set general_settings.master_key."
         )
-    # No OpenTelemetry here: FastAPI's own would look for a provider on every request.
-    app = FastAPI(
-        title="inferq",
-        lifespan=lifespan,
-        docs_url=None,
-        redoc_url=None,
-        telemetry={"tracing": False, "metrics": False, "logs": False},
-    )
+    app = FastAPI(title="inferq", lifespan=lifespan, docs_url=None, redoc_url=None)
     hot = _inference_routes()
     for path, endpoint in hot.items():
         app.add_route(path, endpoint, methods=["POST"])  # the Gate serves them; 405 otherwise
