@@ -65,11 +65,17 @@ class SSEResponse(StreamingResponse):
     """`events` as a `text/event-stream`; `replies` is aborted when the client leaves."""
 
     def __init__(
-        self, events: AsyncGenerator[bytes, None], replies: ReplyStream, headers: dict[str, str]
+        self,
+        events: AsyncGenerator[bytes, None],
+        replies: ReplyStream,
+        headers: dict[str, str],
+        *,
+        ping_interval: float = PING_INTERVAL,
     ) -> None:
         super().__init__(events, headers={**_SSE_HEADERS, **headers}, media_type=_MEDIA_TYPE)
         self._events = events
         self._replies = replies
+        self._ping_interval = ping_interval
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         watcher = asyncio.ensure_future(self._watch(receive, send))
@@ -89,7 +95,7 @@ class SSEResponse(StreamingResponse):
         """Abort the stream when the client leaves; ping it while the stream is silent."""
         while True:
             try:
-                async with asyncio.timeout(PING_INTERVAL):
+                async with asyncio.timeout(self._ping_interval):
                     message = await receive()
             except TimeoutError:
                 await send({"type": "http.response.body", "body": _PING, "more_body": True})
