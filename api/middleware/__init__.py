@@ -1,2 +1,3 @@
-"""What every request passes through: `auth` (the key), `body_limit` (413 instead of unbounded
-memory) and `access` (the request id, and one access line per request). Plain ASGI classes."""
+"""What every request passes through: `gate` (the one ASGI middleware, in front of the FastAPI
+app), which checks `auth` (the key) and `body_limit` (413 instead of unbounded memory) and calls
+the inference routes directly; `access` (the request id, and one access line per request)."""
