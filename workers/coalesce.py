@@ -8,8 +8,6 @@ nothing the backend said is lost or reordered.
 from typing import Any
 
 Choices = list[dict[str, Any]]
-_TEXT_ONLY = frozenset({"content"})
-_TEXT_OR_ROLE = frozenset({"content", "role"})
 
 
 class Coalescer:
@@ -18,6 +16,7 @@ class Coalescer:
     def __init__(self, skip_role: bool = False) -> None:
         self._skip_role = skip_role  # continuing an answer: the client has its role already
         self._items: list[Choices] = []
+        self._open = False  # the last item is a text run that the next text pieces extend
         self._visible = False
         self.finish_reasons: dict[int, str] = {}
         self.content_chunks = 0  # backend chunks carrying output (≈ tokens for llama.cpp)
@@ -30,19 +29,15 @@ class Coalescer:
                 {**c, "delta": {k: v for k, v in (c.get("delta") or {}).items() if k != "role"}}
                 for c in choices
             ]
+        # Whether the chunk may start a text run (`head`) or extend one (`piece`).
+        head = piece = True
         for choice in choices:
-            delta = choice.get("delta") or {}
-            content = delta.get("content") or choice.get("text")
-            if content or delta.get("tool_calls") or delta.get("function_call"):
-                self.content_chunks += 1
-                self.text_chars += len(content or "")
-                self._visible = True
-            reason = choice.get("finish_reason")
-            if reason:
-                self.finish_reasons[int(choice.get("index", 0))] = reason
-                self._visible = True
-        if self._items and _mergeable(self._items[-1], choices):
-            for mine, theirs in zip(self._items[-1], choices, strict=True):
+            starts, extends = self._take(choice)
+            head = head and starts
+            piece = piece and extends
+        items = self._items
+        if piece and self._open and _aligned(items[-1], choices):
+            for mine, theirs in zip(items[-1], choices, strict=True):
                 if "delta" in mine:
                     mine["delta"]["content"] = (mine["delta"].get("content") or "") + (
                         theirs["delta"].get("content") or ""
@@ -50,7 +45,35 @@ class Coalescer:
                 else:
                     mine["text"] = (mine.get("text") or "") + (theirs.get("text") or "")
         else:
-            self._items.append(choices)
+            items.append(choices)
+            self._open = head
+
+    def _take(self, choice: dict[str, Any]) -> tuple[bool, bool]:
+        """Count what `choice` shows the client; say whether it may start a text run and
+        whether it may extend one (one pass: this runs for every token)."""
+        delta = choice.get("delta") or {}
+        content = delta.get("content") or choice.get("text")
+        if content or delta.get("tool_calls") or delta.get("function_call"):
+            self.content_chunks += 1
+            self.text_chars += len(content or "")
+            self._visible = True
+        reason = choice.get("finish_reason")
+        if reason:
+            self.finish_reasons[int(choice.get("index", 0))] = reason
+            self._visible = True
+            return False, False
+        if choice.get("logprobs") is not None:
+            return False, False
+        if "delta" not in choice:
+            return True, True  # a completion's text
+        if not isinstance(choice["delta"], dict):
+            return False, False
+        starts = extends = True
+        for key, value in delta.items():
+            if value is not None and key != "content":
+                extends = False  # a piece carries content only
+                starts = starts and key == "role"  # a run starts with content, maybe a role
+        return starts, extends
 
     @property
     def visible(self) -> bool:
@@ -60,39 +83,19 @@ class Coalescer:
     def drain(self) -> list[Choices]:
         """Everything accumulated since the last drain."""
         items, self._items = self._items, []
-        self._visible = False
+        self._visible = self._open = False
         return items
 
     def __bool__(self) -> bool:
         return bool(self._items)
 
 
-def _mergeable(previous: Choices, current: Choices) -> bool:
-    return len(previous) == len(current) and all(
-        _same_text_stream(mine, theirs) for mine, theirs in zip(previous, current, strict=True)
-    )
-
-
-def _same_text_stream(mine: dict[str, Any], theirs: dict[str, Any]) -> bool:
-    if "delta" not in mine and "delta" not in theirs:  # text completions: `text` only
-        return (
-            mine.get("index") == theirs.get("index")
-            and not mine.get("finish_reason")
-            and not theirs.get("finish_reason")
-            and mine.get("logprobs") is None
-            and theirs.get("logprobs") is None
-        )
-    return (
-        mine.get("index") == theirs.get("index")
-        and not mine.get("finish_reason")
-        and not theirs.get("finish_reason")
-        and mine.get("logprobs") is None
-        and theirs.get("logprobs") is None
-        and "delta" in mine
-        and _keys(theirs.get("delta")) <= _TEXT_ONLY
-        and _keys(mine["delta"]) <= _TEXT_OR_ROLE
-    )
-
-
-def _keys(delta: Any) -> set[str]:
-    return {k for k, v in delta.items() if v is not None} if isinstance(delta, dict) else {"?"}
+def _aligned(run: Choices, piece: Choices) -> bool:
+    """Whether `piece` continues `run` choice by choice: the same indexes, chat deltas after chat
+    deltas and completion texts after completion texts."""
+    if len(run) != len(piece):
+        return False
+    for mine, theirs in zip(run, piece, strict=True):
+        if mine.get("index") != theirs.get("index") or ("delta" in mine) != ("delta" in theirs):
+            return False
+    return True

@@ -8,8 +8,6 @@ import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import httpx
-
 from inferq.broker.connection import connect
 from inferq.broker.jobs.cancel import CancelListener
 from inferq.broker.keys import Keys
@@ -18,7 +16,7 @@ from inferq.broker.subscriber import Subscriber
 from inferq.config import GatewayConfig
 from inferq.config.reload import ConfigFile
 from inferq.workers.pool import Selection, WorkerPool
-from inferq.workers.transport import AiohttpTransport
+from inferq.workers.transport import BackendHTTP
 
 log = logging.getLogger("inferq.worker")
 
@@ -39,8 +37,7 @@ async def serve(
     redis = connect(redis_url, max_connections=256, blocking_reads=True)
     listener = connect(redis_url, max_connections=2, blocking_reads=True)
     # The pool's slots bound concurrency; the transport must not bound it again below them.
-    transport = AiohttpTransport(max_connections=0)
-    async with httpx.AsyncClient(transport=transport, trust_env=False) as http:
+    async with BackendHTTP(max_connections=0) as http:
 
         def on_cancel(job_id: str) -> None:
             pool.cancel(job_id)

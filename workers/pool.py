@@ -6,11 +6,10 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import httpx
-
 from inferq.broker.connection import Redis
 from inferq.config import Deployment, GatewayConfig
 from inferq.workers.providers import provider_for
+from inferq.workers.transport import BackendHTTP
 from inferq.workers.worker import DeploymentWorker
 
 log = logging.getLogger("inferq.worker")
@@ -57,7 +56,7 @@ class WorkerPool:
     def __init__(
         self,
         redis: Redis,
-        http: httpx.AsyncClient,
+        http: BackendHTTP,
         selection: Selection,
         *,
         slots: int | None = None,

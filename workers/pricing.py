@@ -6,6 +6,8 @@ through a proxy or tunnel on this machine costs what `gpt-4o-mini` costs (key bu
 it), while a local model (a `.gguf`, `llama3`) matches no price and costs nothing.
 """
 
+import functools
+
 from inferq.config import Deployment
 
 # USD per million tokens (input, output), longest matching prefix of the upstream model id wins.
@@ -41,7 +43,13 @@ def prices(deployment: Deployment) -> tuple[float, float]:
     """USD per token (input, output) for a deployment."""
     if deployment.input_cost_per_token is not None or deployment.output_cost_per_token is not None:
         return deployment.input_cost_per_token or 0.0, deployment.output_cost_per_token or 0.0
-    model = deployment.upstream_model.lower()
+    return _listed(deployment.upstream_model)
+
+
+@functools.lru_cache(maxsize=1024)  # asked for every request: the table scan is done once a model
+def _listed(model: str) -> tuple[float, float]:
+    """USD per token (input, output) from the price table, by the longest matching prefix."""
+    model = model.lower()
     match = max((p for p in PRICES if model.startswith(p)), key=len, default=None)
     if match is None:
         return 0.0, 0.0

@@ -1,122 +1,164 @@
-"""An httpx transport on aiohttp: providers keep httpx's API, the hot path loses its cost.
+"""The workers' HTTP client for backends: one aiohttp session, its errors mapped once.
 
-Measured on this machine (one core, keep-alive, small JSON): httpx's own connection pool spends
-570 µs of CPU per request at concurrency 1 and 2 ms at concurrency 32 (it polls every pooled
-socket on each request); aiohttp spends 60-160 µs. Providers still take an `httpx.AsyncClient`,
-so tests can swap in `httpx.MockTransport` or any other transport.
-
-httpx-aiohttp (the transport the openai SDK ships) does the same job; measured against this one
-(`python -m bench.transports`, `bench.ab`), it cost the same CPU per non-stream call but 15%
-fewer 64-token streams/s through the fabric at c=32, and its error mapping is coarser (a
-connection dropped mid-answer comes out as `ConnectTimeout`), which the retry policy reads.
+Providers send bytes they built themselves and read bytes back; nothing else sits between them
+and aiohttp. Measured on this machine (`python -m bench.transports`, the caller on its own
+core, c=32): httpx's `AsyncClient` on an aiohttp transport spent about 230 µs of CPU per
+non-stream call, aiohttp alone about 70 (httpx's request building, URL merging, header and
+cookie handling were the difference); httpx's own pool spent 570 µs at c=1 and 2 ms at c=32.
 """
 
-from collections.abc import AsyncIterator
-from typing import Any
+import contextlib
+import functools
+from collections.abc import AsyncIterator, Mapping
+from typing import NamedTuple
 
 import aiohttp
-import httpx
+
+from inferq.workers.errors import (
+    BackendProtocolError,
+    BackendTimeout,
+    BackendUnreachable,
+    ProviderError,
+)
+
+CONNECT_TIMEOUT = 5.0
 
 
-class AiohttpTransport(httpx.AsyncBaseTransport):
-    """Sends httpx requests through one aiohttp session (its own keep-alive pool)."""
+class Answer(NamedTuple):
+    """A backend's whole answer to a non-streaming call."""
+
+    status: int
+    headers: Mapping[str, str]  # case-insensitive
+    body: bytes
+
+
+class Streamed:
+    """A backend's answer while it streams: status and headers now, then (iterated) its body
+    as it arrives, one item per network read."""
+
+    __slots__ = ("_backend", "_response", "headers", "status")
+
+    def __init__(self, response: aiohttp.ClientResponse, backend: str) -> None:
+        self._response = response
+        self._backend = backend
+        self.status = response.status
+        self.headers: Mapping[str, str] = response.headers
+
+    async def read(self) -> bytes:
+        """The rest of the body (an error's, which is short)."""
+        try:
+            return await self._response.read()
+        except Exception as exc:
+            raise _mapped(exc, self._backend) from exc
+
+    def __aiter__(self) -> "Streamed":
+        return self
+
+    async def __anext__(self) -> bytes:
+        """The body, one item per network read (a class, not a generator: one left unfinished
+        costs nothing to drop)."""
+        try:
+            chunk = await self._response.content.readany()
+        except Exception as exc:
+            raise _mapped(exc, self._backend) from exc
+        if not chunk:
+            raise StopAsyncIteration
+        return chunk
+
+
+class BackendHTTP:
+    """POSTs to backends over one aiohttp session (its own keep-alive pool); every failure
+    below HTTP comes out as a `ProviderError` naming `backend`."""
 
     def __init__(self, max_connections: int = 100) -> None:
-        self._max_connections = max_connections
+        self._max_connections = max_connections  # 0: no bound (the worker's slots bound it)
         self._session: aiohttp.ClientSession | None = None
 
-    def _get_session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(
-                limit=self._max_connections, limit_per_host=self._max_connections, ttl_dns_cache=60
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                auto_decompress=False,  # httpx decodes content-encoding itself
-                skip_auto_headers=("User-Agent", "Accept-Encoding"),
-                trust_env=False,
-            )
-        return self._session
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        """Send the request; the body streams back lazily through `_AiohttpStream`."""
-        timeouts: dict[str, float | None] = request.extensions.get("timeout", {})
-        timeout = aiohttp.ClientTimeout(
-            total=None,
-            sock_connect=timeouts.get("connect"),
-            sock_read=timeouts.get("read"),
-        )
-        body = await request.aread()
+    async def post(
+        self, url: str, headers: Mapping[str, str], body: bytes, *, read: float | None,
+        backend: str,
+    ) -> Answer:  # fmt: skip
+        """Send `body` and read the whole answer; `read` bounds each wait for data."""
         try:
-            response = await self._get_session().request(
-                request.method,
-                str(request.url),
-                data=body or None,
-                headers=[
-                    (k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw
-                ],
-                timeout=timeout,
-                allow_redirects=False,
-                compress=None,
-            )
+            response = await self._send(url, headers, body, read)
+            async with response:
+                return Answer(response.status, response.headers, await response.read())
         except Exception as exc:
-            raise _map(exc, request) from exc
-        return httpx.Response(
-            status_code=response.status,
-            headers=list(response.raw_headers),
-            stream=_AiohttpStream(response, request),
-            request=request,
-        )
+            raise _mapped(exc, backend) from exc
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self, url: str, headers: Mapping[str, str], body: bytes, *, read: float | None,
+        backend: str,
+    ) -> AsyncIterator[Streamed]:  # fmt: skip
+        """Send `body`; the answer streams in while the `async with` lasts."""
+        try:
+            response = await self._send(url, headers, body, read)
+        except Exception as exc:
+            raise _mapped(exc, backend) from exc
+        try:
+            yield Streamed(response, backend)
+        finally:
+            # Reading the rest would wait for a backend we no longer care about: drop the
+            # connection instead unless the body was read to its end.
+            if response.content.at_eof():
+                response.release()
+            else:
+                response.close()
 
     async def aclose(self) -> None:
         """Close every pooled connection."""
         if self._session is not None:
             await self._session.close()
 
+    async def __aenter__(self) -> "BackendHTTP":
+        return self
 
-class _AiohttpStream(httpx.AsyncByteStream):
-    """The response body, chunk by chunk as it arrives from the network."""
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.aclose()
 
-    def __init__(self, response: aiohttp.ClientResponse, request: httpx.Request) -> None:
-        self._response = response
-        self._request = request
+    async def _send(
+        self, url: str, headers: Mapping[str, str], body: bytes, read: float | None
+    ) -> aiohttp.ClientResponse:
+        return await self._get_session().post(
+            url, data=body, headers=headers, timeout=_timeout(read), allow_redirects=False
+        )
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        try:
-            async for chunk in self._response.content.iter_any():
-                yield chunk
-        except Exception as exc:
-            raise _map(exc, self._request) from exc
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            limit = self._max_connections
+            connector = aiohttp.TCPConnector(limit=limit, limit_per_host=limit, ttl_dns_cache=60)
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                # No Accept-Encoding: answers come uncompressed, which costs no CPU to read (one
+                # a server compresses anyway is still decoded).
+                skip_auto_headers=("Accept-Encoding",),
+                headers={"user-agent": "inferq"},
+                trust_env=False,
+            )
+        return self._session
 
-    async def aclose(self) -> None:
-        # Reading the rest would wait for a backend we no longer care about: drop the
-        # connection instead unless the body was read to its end.
-        if self._response.content.at_eof():
-            self._response.release()
-        else:
-            self._response.close()
+
+@functools.lru_cache(maxsize=64)
+def _timeout(read: float | None) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT, sock_read=read)
 
 
-# aiohttp's errors as the httpx errors providers already understand; first match wins.
-_ERRORS: list[tuple[Any, type[httpx.RequestError]]] = [
-    (aiohttp.ConnectionTimeoutError, httpx.ConnectTimeout),
-    (aiohttp.SocketTimeoutError, httpx.ReadTimeout),
-    (aiohttp.ServerTimeoutError, httpx.ReadTimeout),
-    (TimeoutError, httpx.ReadTimeout),
-    (aiohttp.ClientConnectorError, httpx.ConnectError),
-    (aiohttp.ServerDisconnectedError, httpx.RemoteProtocolError),
-    (aiohttp.ClientPayloadError, httpx.RemoteProtocolError),
-    (aiohttp.ClientResponseError, httpx.RemoteProtocolError),
-    (aiohttp.ClientOSError, httpx.ReadError),
-    (ConnectionError, httpx.ReadError),
-    (aiohttp.ClientError, httpx.RemoteProtocolError),
+# aiohttp's errors as the provider errors the retry and fallback policy reads; first match wins.
+_ERRORS: list[tuple[type[BaseException], type[ProviderError], str]] = [
+    (aiohttp.ConnectionTimeoutError, BackendUnreachable, "timed out connecting to the backend"),
+    (TimeoutError, BackendTimeout, "the backend did not answer in time"),
+    (aiohttp.ClientConnectorError, BackendUnreachable, "cannot connect to the backend"),
+    (aiohttp.InvalidURL, BackendUnreachable, "the backend's URL is not valid"),
+    (aiohttp.ClientError, BackendProtocolError, "the backend dropped the connection mid-response"),
+    (ConnectionError, BackendProtocolError, "the backend dropped the connection mid-response"),
 ]
 
 
-def _map(exc: Exception, request: httpx.Request) -> Exception:
-    if isinstance(exc, httpx.HTTPError):
+def _mapped(exc: Exception, backend: str) -> Exception:
+    if isinstance(exc, ProviderError):
         return exc
-    for source, target in _ERRORS:
+    for source, target, text in _ERRORS:
         if isinstance(exc, source):
-            return target(str(exc) or type(exc).__name__, request=request)
+            return target(f"{backend}: {text}")
     return exc

@@ -317,13 +317,10 @@ class DeploymentWorker:
             await self._answer_error(delivery, job, writer, error, began)
             return
         usage = done.usage or {}
-        done = done.model_copy(
-            update={
-                "cost": cost(dep, int(usage.get("prompt_tokens") or 0),
-                             int(usage.get("completion_tokens") or 0)),
-                "queue_ms": round((picked_up - job.created) * 1000, 2),
-            }
-        )  # fmt: skip
+        done.cost = cost(
+            dep, int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+        )
+        done.queue_ms = round((picked_up - job.created) * 1000, 2)
         if self._crash_at == CRASH_BEFORE_TERMINAL:
             os.kill(os.getpid(), signal.SIGKILL)  # the fault tests' death with an answer in hand
         await self._consumer.complete(delivery, job, done)

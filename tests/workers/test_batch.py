@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 
-import httpx
 import pytest
 
 from inferq.broker.batch.submit import BatchRequest, Submitter
@@ -20,7 +19,7 @@ from inferq.broker.keys import Keys
 from inferq.broker.messages import Job, JobKind, Reply, ReplyKind
 from inferq.config import GatewayConfig, parse_config
 from inferq.workers.providers import provider_for
-from inferq.workers.transport import AiohttpTransport
+from inferq.workers.transport import BackendHTTP
 from inferq.workers.worker import DeploymentWorker
 from tests.support.fake_backend import FakeBackend
 
@@ -101,7 +100,7 @@ def fabric(redis_url: str, prefix: str, backend: FakeBackend) -> Make:
         await dispatcher.start()
         await ensure_group(redis, keys, "g")
         stop = asyncio.Event()
-        async with httpx.AsyncClient(transport=AiohttpTransport()) as http:
+        async with BackendHTTP() as http:
             dep = config.groups["g"][0]
             worker = DeploymentWorker(dep, config, redis, provider_for(dep, http), block_ms=100)
             task = asyncio.create_task(worker.run(stop))

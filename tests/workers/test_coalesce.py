@@ -48,3 +48,24 @@ def test_null_fields_do_not_block_merging() -> None:
     c.add([{"index": 0, "delta": {"content": "a", "role": None}, "logprobs": None}])
     c.add([{"index": 0, "delta": {"content": "b", "tool_calls": None}, "logprobs": None}])
     assert c.drain()[0][0]["delta"]["content"] == "ab"
+
+
+def test_only_plain_text_runs_merge() -> None:
+    c = Coalescer()
+    c.add([{"index": 0, "delta": {"tool_calls": [{"index": 0}]}, "finish_reason": None}])
+    c.add(text("a"))  # a tool call never takes text into it
+    c.add([{"index": 0, "delta": {"role": "assistant", "content": "b"}}])  # a role starts anew
+    c.add([{"index": 0, "delta": {"content": "c"}, "logprobs": {"content": []}}])
+    c.add(text("d"))  # nor does a chunk with logprobs
+    c.add([{"index": 0, "text": "e"}])  # a completion's text after a chat delta: its own item
+    c.add([{"index": 0, "text": "f", "logprobs": None}])
+    assert [i[0].get("delta", i[0].get("text")) for i in c.drain()] == [
+        {"tool_calls": [{"index": 0}]},
+        {"content": "a"},
+        {"role": "assistant", "content": "b"},
+        {"content": "c"},
+        {"content": "d"},
+        "ef",
+    ]
+    c.add(text("g"))  # a drain closes the run: nothing merges into what was sent
+    assert c.drain() == [text("g")]

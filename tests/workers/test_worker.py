@@ -4,7 +4,6 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
-import httpx
 import pytest
 import redis as sync_redis
 
@@ -15,7 +14,7 @@ from inferq.broker.keys import CONSUMER_GROUP, Keys
 from inferq.broker.messages import Job, ReplyKind
 from inferq.config import parse_config
 from inferq.workers.providers import provider_for
-from inferq.workers.transport import AiohttpTransport
+from inferq.workers.transport import BackendHTTP
 from inferq.workers.worker import DeploymentWorker
 from tests.support.fake_backend import FakeBackend
 
@@ -60,7 +59,7 @@ async def harness(redis_url: str, prefix: str, backend: FakeBackend) -> AsyncIte
     await dispatcher.start()
     await ensure_group(redis, keys, "g")
     stop = asyncio.Event()
-    async with httpx.AsyncClient(transport=AiohttpTransport()) as http:
+    async with BackendHTTP() as http:
         dep = config.groups["g"][0]
         worker = DeploymentWorker(dep, config, redis, provider_for(dep, http), block_ms=100)
         task = asyncio.create_task(worker.run(stop))

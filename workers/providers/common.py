@@ -1,37 +1,17 @@
-"""What every HTTP provider shares: transport and status errors mapped to ProviderError."""
+"""What every HTTP provider shares: a backend's error answers mapped to ProviderError."""
 
 import email.utils
 import time
+from collections.abc import Mapping
 
-import httpx
 import orjson
 
 from inferq.config import Deployment
-from inferq.workers.errors import (
-    BackendFailed,
-    BackendProtocolError,
-    BackendRejected,
-    BackendTimeout,
-    BackendUnreachable,
-    ProviderError,
-)
-
-
-def transport_error(exc: httpx.HTTPError, deployment: Deployment) -> ProviderError:
-    name = deployment.id
-    if isinstance(exc, httpx.ConnectTimeout):
-        return BackendUnreachable(f"{name}: timed out connecting to the backend")
-    if isinstance(exc, httpx.TimeoutException):
-        return BackendTimeout(f"{name}: the backend did not answer in time")
-    if isinstance(exc, httpx.ConnectError):
-        return BackendUnreachable(f"{name}: cannot connect to the backend")
-    if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError):
-        return BackendProtocolError(f"{name}: the backend dropped the connection mid-response")
-    return BackendUnreachable(f"{name}: {type(exc).__name__} talking to the backend")
+from inferq.workers.errors import BackendFailed, BackendRejected, ProviderError
 
 
 def status_error(
-    status: int, raw: bytes, headers: httpx.Headers, deployment: Deployment
+    status: int, raw: bytes, headers: Mapping[str, str], deployment: Deployment
 ) -> ProviderError:
     message, code, param = error_fields(raw)
     text = f"{deployment.id} returned {status}: {message}"
