@@ -193,7 +193,8 @@ class UsageRecorder:
         totals, records = self._totals, self._records
         self._totals, self._records = defaultdict(lambda: defaultdict(float)), []
         try:
-            await flush(self._redis, self._keys, totals, records)
+            log_length = self._config.fabric.usage_log_length
+            await flush(self._redis, self._keys, totals, records, log_length)
         except BrokerError as exc:
             log.warning("usage not written yet (%s); will retry", exc)
             for k, fields in totals.items():
