@@ -37,8 +37,8 @@ if TYPE_CHECKING:
     from inferq.config import ConfigError, GatewayConfig, load_config, parse_config
 
 # Where each public name lives. They are imported on first use, not with the package: every
-# `inferq api` and `inferq worker` process imports `inferq` first, and neither needs the batch
-# client and what it pulls in (issue 15: idle memory).
+# `inferq api` and `inferq worker` process imports `inferq` first, and a worker needs neither the
+# batch client nor what it pulls in (issue 15: idle memory).
 _HOME = {
     "BatchRequest": "inferq.broker.batch.submit",
     "BrokerError": "inferq.broker.errors",
