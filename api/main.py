@@ -43,6 +43,9 @@ def run(
             # Thousands of clients may connect at once (bench.streams): a deep accept queue
             # (the kernel caps it at net.core.somaxconn) instead of resets.
             backlog=4096,
+            # No WebSocket routes: without this uvicorn imports a WebSocket implementation it
+            # would never use (issue 15: idle memory).
+            ws="none",
         )
     )
     server.run(sockets=[_shared_socket(host, port)] if reuse_port else None)

@@ -134,6 +134,7 @@ def _build(doc: ConfigFile, source: str) -> GatewayConfig:
             batch_api_window=fabric.batch_api_window,
             replica_acks=fabric.replica_acks,
             replica_ack_timeout_ms=fabric.replica_ack_timeout_ms,
+            usage_log_length=fabric.usage_log_length,
             batch_queue_limit=fabric.batch_queue_limit,
             batch_max_slots=fabric.batch_max_slots,
             batch_min_share=fabric.batch_min_share,

@@ -144,6 +144,7 @@ class FabricConfig:
     batch_api_window: int = 256
     replica_acks: int = 0  # replicas that must have a job (enqueue, end) before it counts
     replica_ack_timeout_ms: int = 100
+    usage_log_length: int = 10_000  # request records kept in the usage log
 
     def batch_slots(self, slots: int) -> int:
         """How many of a deployment's `slots` batch jobs may hold at once: `batch_max_slots`

@@ -108,6 +108,9 @@ class InferqSettings(BaseModel):
     default_timeout: float = Field(default=600, gt=0)
     max_deliveries: int = Field(default=3, gt=0)
     max_request_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
+    # Request records kept in the usage log (`inferq status` reads its last minute): a count,
+    # not an age, so Redis holds a few MB whatever the traffic (issue 15).
+    usage_log_length: int = Field(default=10_000, gt=0)
     budgets: list[BudgetSpec] = Field(default_factory=list)
     budget_webhook: str | None = None  # POSTed a JSON alert when spend crosses a warning
     watch_config: bool = True  # reload when the config file changes (SIGHUP and reload always)

@@ -25,12 +25,45 @@ code that talks to Redis), `inferq.api` (the HTTP facade), `inferq.workers` (bac
 `config/`, `broker/`, `api/` and `workers/`, linked into `inferq/`.
 """
 
-from inferq.broker.batch.submit import BatchRequest
-from inferq.broker.errors import BrokerError, BrokerUnavailable
-from inferq.broker.jobs.results import Outcome, Progress
-from inferq.broker.messages import ErrorInfo, JobKind
-from inferq.client import Client, connect, read_requests
-from inferq.config import ConfigError, GatewayConfig, load_config, parse_config
+from importlib import import_module
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from inferq.broker.batch.submit import BatchRequest
+    from inferq.broker.errors import BrokerError, BrokerUnavailable
+    from inferq.broker.jobs.results import Outcome, Progress
+    from inferq.broker.messages import ErrorInfo, JobKind
+    from inferq.client import Client, connect, read_requests
+    from inferq.config import ConfigError, GatewayConfig, load_config, parse_config
+
+# Where each public name lives. They are imported on first use, not with the package: every
+# `inferq api` and `inferq worker` process imports `inferq` first, and a worker needs neither the
+# batch client nor what it pulls in (issue 15: idle memory).
+_HOME = {
+    "BatchRequest": "inferq.broker.batch.submit",
+    "BrokerError": "inferq.broker.errors",
+    "BrokerUnavailable": "inferq.broker.errors",
+    "Outcome": "inferq.broker.jobs.results",
+    "Progress": "inferq.broker.jobs.results",
+    "ErrorInfo": "inferq.broker.messages",
+    "JobKind": "inferq.broker.messages",
+    "Client": "inferq.client",
+    "connect": "inferq.client",
+    "read_requests": "inferq.client",
+    "ConfigError": "inferq.config",
+    "GatewayConfig": "inferq.config",
+    "load_config": "inferq.config",
+    "parse_config": "inferq.config",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name not in _HOME:
+        raise AttributeError(f"module 'inferq' has no attribute {name!r}")
+    value = getattr(import_module(_HOME[name]), name)
+    globals()[name] = value  # found directly from now on
+    return value
+
 
 __all__ = [
     "BatchRequest",

@@ -3,10 +3,14 @@ broker talks to Redis, the API and the workers never import each other, each sub
 only what its docstring allows, and no two modules import each other (even for type checking)."""
 
 import ast
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+import inferq
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "inferq"
@@ -117,6 +121,41 @@ def test_only_the_broker_imports_redis() -> None:
 )
 def test_layers_import_only_what_they_may(source: str, forbidden: tuple[str, ...]) -> None:
     assert _violations(source, forbidden) == []
+
+
+@pytest.mark.parametrize(
+    ("process", "absent"),
+    [
+        (
+            "inferq.workers.main",
+            ("fastapi", "starlette", "uvicorn", "prometheus_client", "inferq.api", "inferq.client",
+             "inferq.broker.batch"),
+        ),
+        ("inferq.api.main", ("aiohttp", "httpx", "inferq.workers", "inferq.client")),
+    ],
+)  # fmt: skip
+def test_each_process_leaves_out_what_it_does_not_serve(
+    process: str, absent: tuple[str, ...]
+) -> None:
+    """What `inferq worker` or `inferq api` imports at start stays in its memory as long as it
+    runs (issue 15: idle memory): neither loads the other's stack or the batch client."""
+    code = f"import sys, inferq.cli.main, {process}; print(' '.join(sys.modules))"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = run.stdout.split()
+    assert sorted(m for m in loaded if any(_under(m, a) for a in absent)) == []
+
+
+def test_the_public_names_resolve_on_first_use() -> None:
+    """`inferq`'s names are imported when first used (above); each still resolves, to where it
+    is defined, and `from inferq import *` gives them all."""
+    code = "from inferq import *; print(connect.__module__, JobKind.CHAT.value, len(dir()))"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert run.stdout.split()[:2] == ["inferq.client", "chat"]
+    assert int(run.stdout.split()[2]) >= len(inferq.__all__)
+    homes = {getattr(inferq, name).__module__.split(".")[1] for name in inferq.__all__}
+    assert homes == {"broker", "client", "config"}
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        inferq.Nope  # noqa: B018
 
 
 def test_the_brokers_foundation_imports_no_sub_package() -> None:

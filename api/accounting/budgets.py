@@ -11,8 +11,6 @@ import datetime as dt
 import logging
 from contextlib import suppress
 
-import httpx
-
 from inferq.broker.connection import Redis
 from inferq.broker.errors import BrokerError
 from inferq.broker.keys import Keys
@@ -113,6 +111,10 @@ class BudgetView:
     async def _post(self, alert: dict[str, object]) -> None:
         if not self._config.budget_webhook:
             return
+        # Imported here: only this alert needs an HTTP client in the API process, and httpx
+        # (with what it pulls in) would add about 2 MB to every idle API process (issue 15).
+        import httpx
+
         try:
             async with httpx.AsyncClient(timeout=5) as http:
                 await http.post(self._config.budget_webhook, json=alert)

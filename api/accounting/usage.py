@@ -10,7 +10,7 @@ import functools
 import hashlib
 import logging
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable
 from contextlib import suppress
 from typing import Any
@@ -161,12 +161,16 @@ class UsageRecorder:
         self._totals: defaultdict[tuple[str, str, str], defaultdict[str, float]] = defaultdict(
             lambda: defaultdict(float)
         )
-        self._records: list[bytes] = []
+        # The records not yet written: no more than the log keeps (the latest), however long
+        # Redis is away.
+        self._records: deque[bytes] = deque(maxlen=config.fabric.usage_log_length)
         self._task: asyncio.Task[None] | None = None
 
     def reconfigure(self, config: GatewayConfig) -> None:
         """Follow a reloaded config (deployments' providers, for the usage records)."""
         self._config = config
+        if self._records.maxlen != config.fabric.usage_log_length:
+            self._records = deque(self._records, maxlen=config.fabric.usage_log_length)
 
     def track(self, request: Request, job: Job) -> "Tracker":
         """Start timing a request."""
@@ -195,8 +199,7 @@ class UsageRecorder:
                 totals = self._totals[(rec.day, dimension, value)]
                 for name, amount in amounts.items():
                     totals[name] += amount
-        if len(self._records) < 100_000:  # never grow without bound while Redis is away
-            self._records.append(orjson.dumps(rec))  # orjson serialises dataclasses natively
+        self._records.append(orjson.dumps(rec))  # orjson serialises dataclasses natively
 
     def start(self) -> None:
         """Flush once a second in the background."""
@@ -214,16 +217,18 @@ class UsageRecorder:
         """Write what is buffered (kept for the next try if Redis is away)."""
         if not self._totals and not self._records:
             return
-        totals, records = self._totals, self._records
-        self._totals, self._records = defaultdict(lambda: defaultdict(float)), []
+        totals, records = self._totals, list(self._records)
+        self._totals = defaultdict(lambda: defaultdict(float))
+        self._records.clear()
         try:
-            await flush(self._redis, self._keys, totals, records)
+            log_length = self._config.fabric.usage_log_length
+            await flush(self._redis, self._keys, totals, records, log_length)
         except BrokerError as exc:
             log.warning("usage not written yet (%s); will retry", exc)
             for k, fields in totals.items():
                 for name, amount in fields.items():
                     self._totals[k][name] += amount
-            self._records = records[-50_000:] + self._records
+            self._records = deque([*records, *self._records], maxlen=self._records.maxlen)
 
     async def _run(self) -> None:
         while True:

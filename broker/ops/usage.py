@@ -17,9 +17,10 @@ async def flush(
     keys: Keys,
     totals: Mapping[tuple[str, str, str], Mapping[str, float]],
     records: list[bytes],
+    log_length: int,
 ) -> None:
-    """Add `totals[(day, dimension, value)][field]` to the aggregates and append the records,
-    in one round trip."""
+    """Add `totals[(day, dimension, value)][field]` to the aggregates and append the records
+    to the log, which keeps about the last `log_length` of them, in one round trip."""
     async with translate_errors():
         pipe = redis.pipeline(transaction=False)
         for (day, dimension, value), fields in totals.items():
@@ -33,7 +34,7 @@ async def flush(
             pipe.sadd(keys.usage_index(day), f"{dimension}\t{value}")
             pipe.expire(keys.usage_index(day), _KEEP_DAYS * 86400)
         for record in records:
-            pipe.xadd(keys.usage_log(), {b"r": record}, maxlen=100_000, approximate=True)
+            pipe.xadd(keys.usage_log(), {b"r": record}, maxlen=log_length, approximate=True)
         await pipe.execute()
 
 

@@ -2,11 +2,19 @@
 
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 
 import httpx
+import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from inferq.api.accounting.record import UsageRecord
+from inferq.api.accounting.usage import Metrics, UsageRecorder
+from inferq.broker.connection import connect
+from inferq.broker.keys import Keys
+from inferq.cli.local import EmbeddedRedis, free_port
+from inferq.config import parse_config
 from tests.support.fabric import MASTER_KEY, Fabric, running
 from tests.support.fake_backend import FakeBackend
 
@@ -134,3 +142,36 @@ def test_metrics_parse_and_count(fabric: Fabric) -> None:
     assert "inferq_request_seconds" in families
     assert "inferq_queue_depth" in families
     assert MASTER_KEY not in text
+
+
+async def test_while_redis_is_away_the_latest_records_wait_as_many_as_the_log_keeps(
+    prefix: str,
+) -> None:
+    port = free_port()
+    config = parse_config(
+        "model_list: [{model_name: g, litellm_params: {model: openai/m, api_base: http://x}}]\n"
+        f"inferq_settings: {{key_prefix: {prefix}, usage_log_length: 3}}\n",
+        env={},
+    )
+    redis = connect(f"redis://127.0.0.1:{port}/0")  # nothing listens there yet
+    recorder = UsageRecorder(redis, Keys(prefix), config, Metrics())
+    record = UsageRecord("", "2026-12-02", "k", "g", "g", "g.0", "openai", "chat", 200, None,
+                         False, 1, 1, 0.0, None, None, 1.0, 1)  # fmt: skip
+    for n in range(5):
+        recorder.add(replace(record, request_id=f"r{n}"), "g")
+    await recorder.flush()  # Redis is away: kept for the next try
+    recorder.add(replace(record, request_id="r5"), "g")
+    server = EmbeddedRedis(port=port).start()
+    try:
+        await recorder.flush()
+        logged = await redis.xrange(Keys(prefix).usage_log())
+        assert [orjson.loads(fields[b"r"])["request_id"] for _, fields in logged] == [
+            "r3",
+            "r4",
+            "r5",
+        ]
+        totals = await redis.hget(Keys(prefix).usage("2026-12-02", "group", "g"), "requests")
+        assert totals == b"6"  # the totals lose nothing
+    finally:
+        await redis.aclose()
+        server.stop()

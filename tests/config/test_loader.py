@@ -250,3 +250,12 @@ def test_batch_settings_and_the_slots_batch_may_hold() -> None:
         "inferq_settings.batch_max_slots",
         "inferq_settings.batch_min_share",
     ]
+
+
+def test_the_usage_log_length_is_a_setting() -> None:
+    assert parse_config(BASE, env={}).fabric.usage_log_length == 10_000
+    longer = parse_config(BASE + "inferq_settings:\n  usage_log_length: 200000\n", env={})
+    assert longer.fabric.usage_log_length == 200_000
+    assert [p for p, _ in problems(BASE + "inferq_settings:\n  usage_log_length: 0\n")] == [
+        "inferq_settings.usage_log_length"
+    ]
