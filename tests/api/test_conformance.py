@@ -229,11 +229,14 @@ def test_post_routes_refuse_bytes_that_are_not_json(
 @SETTINGS
 # No "/" in the id: decoded, it changes the route (Starlette answers `/v1/files//` with its
 # trailing-slash redirect, which is no error); nor "." or "..", which httpx resolves away
-# (`/v1/files/.` is sent as `/v1/files`, the list).
+# (`/v1/files/.` is sent as `/v1/files`, the list); nor a lone surrogate, which no URL can
+# carry (the test's own `quote` refuses it before any request).
 @given(
-    name=st.text(st.characters(blacklist_characters="/"), min_size=1, max_size=30).filter(
-        lambda s: s not in (".", "..")
-    )
+    name=st.text(
+        st.characters(blacklist_characters="/", blacklist_categories=("Cs",)),
+        min_size=1,
+        max_size=30,
+    ).filter(lambda s: s not in (".", ".."))
 )
 def test_lookups_by_junk_id_answer_in_spec(http: httpx.Client, path: str, name: str) -> None:
     url = path.format(quote(name, safe=""))
