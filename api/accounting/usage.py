@@ -223,8 +223,11 @@ class UsageRecorder:
         try:
             log_length = self._config.fabric.usage_log_length
             await flush(self._redis, self._keys, totals, records, log_length)
-        except BrokerError as exc:
-            log.warning("usage not written yet (%s); will retry", exc)
+        except Exception as exc:  # kept whatever failed: the flush task must not die of it
+            if isinstance(exc, BrokerError):
+                log.warning("usage not written yet (%s); will retry", exc)
+            else:
+                log.exception("usage not written (unexpected error); will retry")
             for k, fields in totals.items():
                 for name, amount in fields.items():
                     self._totals[k][name] += amount

@@ -9,6 +9,7 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from inferq.api.accounting import usage as usage_module
 from inferq.api.accounting.record import UsageRecord
 from inferq.api.accounting.usage import Metrics, UsageRecorder
 from inferq.broker.connection import connect
@@ -175,3 +176,33 @@ async def test_while_redis_is_away_the_latest_records_wait_as_many_as_the_log_ke
     finally:
         await redis.aclose()
         server.stop()
+
+
+async def test_an_unexpected_error_in_a_flush_loses_no_usage(
+    prefix: str, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = parse_config(
+        "model_list: [{model_name: g, litellm_params: {model: openai/m, api_base: http://x}}]\n"
+        f"inferq_settings: {{key_prefix: {prefix}}}\n",
+        env={},
+    )
+    redis = connect(redis_url)
+    recorder = UsageRecorder(redis, Keys(prefix), config, Metrics())
+    record = UsageRecord("", "2026-12-02", "k", "g", "g", "g.0", "openai", "chat", 200, None,
+                         False, 1, 1, 0.0, None, None, 1.0, 1)  # fmt: skip
+    real_flush = usage_module.flush
+
+    async def broken(*args: object) -> None:
+        raise RuntimeError("a bug, not an outage")
+
+    recorder.add(record, "g")
+    monkeypatch.setattr(usage_module, "flush", broken)
+    await recorder.flush()  # logged, not raised: the background task lives on
+    monkeypatch.setattr(usage_module, "flush", real_flush)
+    recorder.add(record, "g")
+    try:
+        await recorder.flush()
+        totals = await redis.hget(Keys(prefix).usage("2026-12-02", "group", "g"), "requests")
+        assert totals == b"2"
+    finally:
+        await redis.aclose()
