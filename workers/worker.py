@@ -165,9 +165,8 @@ class DeploymentWorker:
     def cancel(self, job_id: str) -> None:
         """The job's client is gone: abort it if it runs here."""
         task = self._running.get(job_id)
-        if task is not None:
+        if task is not None and task.cancel():  # False: it has just ended
             self._cancelled.add(job_id)
-            task.cancel()
 
     async def _read(self, free: int) -> list[Delivery]:
         pull = self._lanes.plan(free, self._block_ms)
@@ -284,6 +283,9 @@ class DeploymentWorker:
             log.info("%s: cancelled by its client; backend call aborted", _tag(job))
             with contextlib.suppress(BrokerError):
                 await self._consumer.complete(delivery, job, cancelled_result(job))
+        finally:
+            if job is not None:
+                self._cancelled.discard(job.id)  # a cancel that came as the job ended
 
     async def _resume(self, delivery: Delivery, job: Job) -> Job:
         """A reclaimed stream job carries on after what its client already received."""
