@@ -4,9 +4,10 @@
 an anyio task group of four tasks per stream and a cancel scope per send, which cost the API
 about a third of its CPU per 64-token stream (README, "Layout and choices"). Here one task
 writes the events; a second waits for the client to leave (which ends the stream and cancels
-its job) and sends a comment line after `PING_INTERVAL` seconds of silence, so proxies keep
-the connection open. On SIGTERM a stream in flight runs on under uvicorn's graceful shutdown
-(`timeout_graceful_shutdown`, api/main.py), then is cut and its job cancelled.
+its job) and sends a comment line every `PING_INTERVAL` seconds (as sse-starlette did), so
+proxies keep the connection open. On SIGTERM a stream in flight runs on under uvicorn's
+graceful shutdown (`timeout_graceful_shutdown`, api/main.py), then is cut and its job
+cancelled.
 """
 
 import asyncio
@@ -23,7 +24,7 @@ from inferq.broker.errors import ReplyAborted
 from inferq.broker.jobs.replies import ReplyStream
 from inferq.broker.messages import Reply, ReplyKind
 
-# Seconds of silence on a stream before a comment line goes out.
+# Seconds between comment lines on an open stream (keeps idle proxies from closing it).
 PING_INTERVAL = 15.0
 _PING = b": ping\n\n"
 _MEDIA_TYPE = "text/event-stream"
@@ -92,7 +93,7 @@ class SSEResponse(StreamingResponse):
             await self._events.aclose()
 
     async def _watch(self, receive: Receive, send: Send) -> None:
-        """Abort the stream when the client leaves; ping it while the stream is silent."""
+        """Abort the stream when the client leaves; ping it every `ping_interval` seconds."""
         while True:
             try:
                 async with asyncio.timeout(self._ping_interval):

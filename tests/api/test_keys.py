@@ -2,12 +2,9 @@
 backend, and the official `openai` SDK as the client of keys made through `/key/generate`."""
 
 import asyncio
-import hashlib
 import io
 import json
-import os
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +15,7 @@ import openai
 import pytest
 import redis
 
-from tests.support.fabric import MASTER_KEY, Fabric
+from tests.support.fabric import MASTER_KEY, Fabric, key_id
 from tests.support.fake_backend import Behaviour, FakeBackend
 
 CONFIG = """
@@ -409,11 +406,7 @@ def test_bad_key_bodies_get_a_clear_400(two: Two) -> None:
 
 
 def _cli(fabric: Fabric, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "REDIS_URL": fabric.redis_url}
-    return subprocess.run(
-        [sys.executable, "-m", "inferq.cli", "keys", *args, "--config", str(fabric.config)],
-        capture_output=True, text=True, env=env, check=False, timeout=30,
-    )  # fmt: skip
+    return fabric.cli("keys", *args)
 
 
 def test_operators_manage_keys_from_the_command_line(two: Two) -> None:
@@ -517,14 +510,8 @@ def test_a_flood_of_one_key_does_not_starve_another(two: Two, fake: FakeBackend)
     # a first one may predate most of the flood: wait for one that shows it held.
     deadline = time.monotonic() + 4
     while True:
-        status = subprocess.run(
-            [sys.executable, "-m", "inferq.cli", "status", "--json", "--config",
-             str(two.first.config)],
-            capture_output=True, text=True, check=True, timeout=30,
-            env={**os.environ, "REDIS_URL": two.first.redis_url},
-        )  # fmt: skip
-        shares = json.loads(status.stdout)["keys"].get("slow", {})
-        share = shares.get(hashlib.sha256(flooder.encode()).hexdigest()[:12], {"waiting": 0})
+        shares = two.first.status()["keys"].get("slow", {})
+        share = shares.get(key_id(flooder), {"waiting": 0})
         if share["waiting"] > 10:
             break
         assert time.monotonic() < deadline, share

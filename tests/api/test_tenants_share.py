@@ -6,11 +6,8 @@ Two real `inferq api` processes, a worker and a fake backend on one Redis; the o
 `openai` and `anthropic` SDKs, `inferq.connect` and `inferq submit` as clients."""
 
 import asyncio
-import hashlib
 import json
-import os
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -25,7 +22,7 @@ import pytest
 from inferq.broker.batch.submit import BatchRequest
 from inferq.broker.messages import JobKind
 from inferq.client import connect
-from tests.support.fabric import MASTER_KEY, Fabric
+from tests.support.fabric import MASTER_KEY, Fabric, key_id
 from tests.support.fake_backend import Behaviour, FakeBackend
 
 CONFIG = """
@@ -74,24 +71,13 @@ class Two:
 
     def status(self) -> dict[str, Any]:
         """`inferq status --json`."""
-        done = subprocess.run(
-            [sys.executable, "-m", "inferq.cli", "status", "--json", "--config",
-             str(self.first.config)],
-            capture_output=True, text=True, check=True, timeout=30,
-            env={**os.environ, "REDIS_URL": self.first.redis_url},
-        )  # fmt: skip
-        found: dict[str, Any] = json.loads(done.stdout)
-        return found
+        return self.first.status()
 
     def share(self, group: str, key: str) -> dict[str, int]:
         """The key's queue on a group, as `inferq status` shows it."""
         per_key = self.status()["keys"].get(group, {})
         found: dict[str, int] = per_key.get(key_id(key), {"in_flight": 0, "waiting": 0})
         return found
-
-
-def key_id(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
 @pytest.fixture(scope="module")
@@ -285,12 +271,9 @@ def submit_cli(two: Two, tmp: Path, key: str) -> subprocess.CompletedProcess[str
     line = {"custom_id": "x", "method": "POST", "url": "/v1/chat/completions",
             "body": {"model": "paid", "messages": HELLO}}  # fmt: skip
     (tmp / "in.jsonl").write_text(json.dumps(line) + "\n")
-    return subprocess.run(
-        [sys.executable, "-m", "inferq.cli", "submit", str(tmp / "in.jsonl"), "--out",
-         str(tmp / "out.jsonl"), "--config", str(two.first.config), "--key", key],
-        check=False, capture_output=True, text=True, timeout=60,
-        env={**os.environ, "REDIS_URL": two.first.redis_url},
-    )  # fmt: skip
+    return two.first.cli(
+        "submit", str(tmp / "in.jsonl"), "--out", str(tmp / "out.jsonl"), "--key", key, timeout=60
+    )
 
 
 def test_inferq_submit_checks_the_key_before_queueing(two: Two, tmp_path: Path) -> None:

@@ -1,5 +1,7 @@
 """Real inferq processes for end-to-end tests: `inferq api` and `inferq worker` subprocesses."""
 
+import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -42,6 +44,11 @@ general_settings:
 inferq_settings:
   key_prefix: {prefix}
 """
+
+
+def key_id(key: str) -> str:
+    """The id `inferq status` and `/usage` show for a key (its hash, never the key)."""
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
 def write_config(path: Path, api_base: str, prefix: str, text: str | None = None) -> Path:
@@ -139,6 +146,21 @@ class Fabric:
                 break
             time.sleep(0.1)
         raise RuntimeError(f"worker did not start; log:\n{self.log(name)}")
+
+    def cli(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        """`inferq ARGS --config <this config>` against this fabric's Redis (not checked)."""
+        return subprocess.run(
+            [sys.executable, "-m", "inferq.cli", *args, "--config", str(self.config)],
+            capture_output=True, text=True, check=False, timeout=timeout,
+            env={**os.environ, "REDIS_URL": self.redis_url},
+        )  # fmt: skip
+
+    def status(self) -> dict[str, Any]:
+        """`inferq status --json`."""
+        done = self.cli("status", "--json")
+        assert done.returncode == 0, done.stderr
+        found: dict[str, Any] = json.loads(done.stdout)
+        return found
 
     def log(self, name: str) -> str:
         """What a process has written so far."""
